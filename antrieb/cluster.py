@@ -1,0 +1,341 @@
+"""Clusters of up to four throw-away VMs, and their nodes.
+
+Example::
+
+    from antrieb import Cluster
+
+    with Cluster(nodes=3, image="debian-12") as cluster:
+        for name, result in cluster.run_all("hostname -I").items():
+            print(name, result.stdout.strip())
+        cluster["node1"].run("ssh node2 true").ok   # nodes reach each other by name
+
+Every input is checked before anything starts; every way out of ``with`` (normal exit,
+exception, Ctrl-C) tears the cluster down; ``kill -9`` of this process takes the VMs
+with it (see :mod:`antrieb.vm.supervisor`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import secrets
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from pydantic import BaseModel, field_validator
+
+from antrieb import config, events
+from antrieb.errors import (
+    AntriebError,
+    ConfigError,
+    InvalidNameError,
+    StateError,
+    TooManyNodesError,
+)
+from antrieb.events import ClusterState, VMState
+from antrieb.ssh import ClusterKey, NodeSession, Result
+from antrieb.vm import netplan
+from antrieb.vm.driver import Driver, NodePlan, get_driver
+from antrieb.vm.spec import Identity
+
+_HOSTNAME = re.compile(r"^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")
+RESERVED_NAMES = {"localhost", "gateway", "golden"}
+
+
+class NodeSpec(BaseModel):
+    """One node of a cluster: its name, its role and its image."""
+
+    name: str
+    role: str = "node"
+    image: str = "debian-12"
+
+    @field_validator("name")
+    @classmethod
+    def _valid_hostname(cls, name: str) -> str:
+        if not _HOSTNAME.match(name) or name in RESERVED_NAMES:
+            raise InvalidNameError(
+                f"invalid node name {name!r}: use a lowercase hostname label (a-z, 0-9, '-', "
+                f"starting with a letter, at most 63 characters), not one of "
+                f"{sorted(RESERVED_NAMES)}")
+        return name
+
+
+def _as_specs(nodes: int | Sequence[NodeSpec | dict | str], image: str) -> list[NodeSpec]:
+    if isinstance(nodes, bool) or not isinstance(nodes, int | list | tuple):
+        raise ConfigError(f"nodes must be a count or a list of node specs, not {nodes!r}")
+    if isinstance(nodes, int):
+        if nodes < 1:
+            raise ConfigError(f"a cluster needs at least one node, {nodes} were asked for")
+        if nodes > config.MAX_NODES:
+            raise TooManyNodesError(nodes, config.MAX_NODES)
+        return [NodeSpec(name=f"node{i + 1}", image=image) for i in range(nodes)]
+    if not nodes:
+        raise ConfigError("a cluster needs at least one node, an empty list was given")
+    if len(nodes) > config.MAX_NODES:
+        raise TooManyNodesError(len(nodes), config.MAX_NODES)
+    specs = []
+    for item in nodes:
+        if isinstance(item, NodeSpec):
+            specs.append(item)
+        elif isinstance(item, str):
+            specs.append(NodeSpec(name=item, image=image))
+        elif isinstance(item, dict):
+            try:
+                specs.append(NodeSpec(**{"image": image, **item}))
+            except InvalidNameError:
+                raise
+            except Exception as exc:
+                raise ConfigError(f"bad node spec {item!r}: {exc}") from exc
+        else:
+            raise ConfigError(f"bad node spec {item!r}: give a name, a dict or a NodeSpec")
+    names = [s.name for s in specs]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise InvalidNameError(f"node names must be distinct: {', '.join(dupes)} repeated")
+    return specs
+
+
+class Node:
+    """One running VM of a cluster, reached over SSH."""
+
+    def __init__(self, cluster: Cluster, plan: NodePlan, session: NodeSession):
+        self.cluster, self.plan, self._session = cluster, plan, session
+        self.state = VMState.PENDING
+        self.os_release = ""
+
+    name = property(lambda self: self.plan.name)
+    role = property(lambda self: self.plan.role)
+    image = property(lambda self: self.plan.image)
+    ip = property(lambda self: self.plan.ip)
+
+    def run(self, command: str, timeout: float = 600.0, *, check: bool = False,
+            output_cap: int | None = None) -> Result:
+        """Run a shell command as root; ``check=True`` raises CommandFailed on non-zero."""
+        from antrieb.errors import CommandFailed
+
+        self.cluster._require(ClusterState.READY, "run a command")
+        kwargs = {"output_cap": output_cap} if output_cap else {}
+        result = self._session.run(command, timeout=timeout, **kwargs)
+        events.emit(events.CommandFinished(
+            cluster=self.cluster.id, node=self.name, command=command,
+            exit_status=result.exit_status, seconds=result.seconds,
+            truncated=result.truncated, timed_out=result.timed_out))
+        if check and not result.ok:
+            raise CommandFailed(result)
+        return result
+
+    def put(self, path: str, data: bytes | str, mode: int = 0o644) -> None:
+        """Write a file on the node (SFTP over the node's SSH transport)."""
+        self.cluster._require(ClusterState.READY, "put a file")
+        self._session.put(path, data, mode)
+
+    def get(self, path: str) -> bytes:
+        """Read a file from the node."""
+        self.cluster._require(ClusterState.READY, "get a file")
+        return self._session.get(path)
+
+    def console(self) -> str:
+        """The tail of this node's serial console (for diagnosis)."""
+        return self.cluster.driver.console(self.name)
+
+    def __repr__(self) -> str:
+        return f"<Node {self.name} role={self.role} ip={self.ip} {self.state.value}>"
+
+
+class Cluster:
+    """A context-managed cluster of 1-4 VMs in a private network.
+
+    ``nodes`` is a count (named node1..nodeN) or a list of names, dicts or
+    :class:`NodeSpec` (name, role, image). Errors in the input raise
+    :class:`~antrieb.errors.ConfigError` subclasses before anything starts.
+    """
+
+    def __init__(self, nodes: int | Sequence[NodeSpec | dict | str] = 1,
+                 image: str = "debian-12", *, driver: str | Driver | None = None,
+                 memory: int = 512, cpus: int = 1, name: str | None = None):
+        from antrieb.vm.images import get_recipe
+
+        self.specs = _as_specs(nodes, image)
+        for spec in self.specs:
+            get_recipe(spec.image)  # UnknownImageError before anything starts
+        if not 128 <= memory <= 16384:
+            raise ConfigError(f"memory must be 128..16384 MiB, not {memory}")
+        if not 1 <= cpus <= 8:
+            raise ConfigError(f"cpus must be 1..8, not {cpus}")
+        self.id = name or f"c{secrets.token_hex(3)}"
+        self.driver: Driver = (driver if driver is not None and not isinstance(driver, str)
+                               else get_driver(driver, mem_mb=memory, cpus=cpus))
+        self.state = ClusterState.NEW
+        self.plans = [
+            NodePlan(name=s.name, role=s.role, image=s.image, index=i,
+                     ip=netplan.node_ip(i), mac=netplan.node_mac(i))
+            for i, s in enumerate(self.specs)
+        ]
+        self.nodes: list[Node] = []
+        self.timings: dict[str, Any] = {}
+        self._key: ClusterKey | None = None
+        self._lock = threading.RLock()
+
+    # -- state ------------------------------------------------------------------
+
+    def _set_state(self, state: ClusterState, detail: str = "") -> None:
+        previous, self.state = self.state, state
+        events.emit(events.ClusterStateChanged(cluster=self.id, state=state, previous=previous,
+                                               detail=detail))
+
+    def _require(self, state: ClusterState, what: str) -> None:
+        if self.state is not state:
+            raise StateError(f"cluster {self.id}", self.state.value,
+                             f"{state.value} to {what}")
+
+    def _set_vm_state(self, node: Node, state: VMState, detail: str = "") -> None:
+        node.state = state
+        events.emit(events.VMStateChanged(cluster=self.id, node=node.name, state=state,
+                                          ip=node.ip, detail=detail))
+
+    # -- lifecycle ----------------------------------------------------------------
+
+    def hosts_file(self) -> str:
+        lines = ["127.0.0.1 localhost", f"{netplan.GATEWAY_IP} gateway"]
+        lines += [f"{p.ip} {p.name}" for p in self.plans]
+        return "\n".join(lines) + "\n"
+
+    def up(self) -> Cluster:
+        """Start every node: ready means identity applied and sshd answering."""
+        with self._lock:
+            self._require(ClusterState.NEW, "start")
+            self._set_state(ClusterState.STARTING)
+            try:
+                self._up()
+            except BaseException as exc:
+                self._teardown(kill=True)
+                self._set_state(ClusterState.FAILED, detail=f"{type(exc).__name__}: {exc}")
+                raise
+        return self
+
+    def _up(self) -> None:
+        t0 = time.monotonic()
+        self.driver.prepare({p.image for p in self.plans})
+        prepared = time.monotonic()
+        self._key = ClusterKey()
+        hosts = self.hosts_file()
+        identities = [
+            Identity(hostname=p.name, ip=p.ip, prefix=netplan.PREFIX,
+                     gateway=netplan.GATEWAY_IP, mac=p.mac, hosts=hosts,
+                     ssh_public=self._key.public_openssh, ssh_private=self._key.private_openssh)
+            for p in self.plans
+        ]
+        self.nodes = []
+        for plan in self.plans:
+            session = NodeSession(plan.name, self._connector(plan.ip), self._key,
+                                  host_key=self._host_key(plan.image))
+            node = Node(self, plan, session)
+            self.nodes.append(node)
+            self._set_vm_state(node, VMState.RESTORING)
+        launched = time.monotonic()
+        node_timings = self.driver.start(self.plans, identities)
+        ready = time.monotonic()
+        for node in self.nodes:
+            self._set_vm_state(node, VMState.RUNNING)
+        self.timings = {
+            "prepare_s": prepared - t0,
+            "cluster_ready_s": ready - launched,
+            "nodes": node_timings,
+        }
+        self._set_state(ClusterState.READY)
+        events.emit(events.ClusterReady(
+            cluster=self.id, driver=self.driver.name, accel=self.driver.accel,
+            nodes={n.name: n.ip for n in self.nodes}, seconds=ready - launched,
+            node_seconds={k: v.get("ssh", 0.0) for k, v in node_timings.items()}))
+
+    def _connector(self, ip: str):
+        return lambda: self.driver.connect(ip, 22)
+
+    def _host_key(self, image: str) -> str | None:
+        getter = getattr(self.driver, "host_key", None)
+        return getter(image) if getter else None
+
+    def down(self) -> None:
+        """Stop every node and free everything. Idempotent."""
+        with self._lock:
+            if self.state in (ClusterState.DOWN, ClusterState.NEW):
+                if self.state is ClusterState.NEW:
+                    self._set_state(ClusterState.DOWN)
+                return
+            self._set_state(ClusterState.STOPPING)
+            t0 = time.monotonic()
+            try:
+                self._teardown(kill=False)
+            except BaseException:
+                self._teardown(kill=True)
+                raise
+            finally:
+                self.timings["teardown_s"] = time.monotonic() - t0
+                self._set_state(ClusterState.DOWN)
+
+    def _teardown(self, kill: bool) -> None:
+        for node in self.nodes:
+            with contextlib.suppress(Exception):
+                node._session.close()
+        if kill:
+            self.driver.kill()
+        else:
+            self.driver.stop()
+        for node in self.nodes:
+            if node.state is not VMState.STOPPED:
+                self._set_vm_state(node, VMState.STOPPED)
+
+    def __enter__(self) -> Cluster:
+        return self.up()
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None and self.state is not ClusterState.DOWN:
+            with self._lock:
+                self._set_state(ClusterState.STOPPING, detail=exc_type.__name__)
+                try:
+                    self._teardown(kill=True)
+                finally:
+                    self._set_state(ClusterState.DOWN)
+        else:
+            self.down()
+
+    # -- nodes --------------------------------------------------------------------
+
+    def __getitem__(self, name: str) -> Node:
+        for node in self.nodes:
+            if node.name == name:
+                return node
+        raise KeyError(f"no node {name!r} in cluster {self.id}; nodes: "
+                       f"{', '.join(p.name for p in self.plans)}")
+
+    def __iter__(self) -> Iterator[Node]:
+        return iter(self.nodes)
+
+    def __len__(self) -> int:
+        return len(self.plans)
+
+    def run_all(self, command: str, timeout: float = 600.0,
+                nodes: Sequence[str] | None = None) -> dict[str, Result]:
+        """Run one command on every node (or the named ones) in parallel."""
+        self._require(ClusterState.READY, "run a command")
+        chosen = [self[n] for n in nodes] if nodes else self.nodes
+        with ThreadPoolExecutor(len(chosen)) as pool:
+            futures = {n.name: pool.submit(n.run, command, timeout) for n in chosen}
+            return {name: f.result() for name, f in futures.items()}
+
+    def consoles(self) -> dict[str, str]:
+        """The serial console tail of every node (for diagnosis after a failure)."""
+        out = {}
+        for plan in self.plans:
+            try:
+                out[plan.name] = self.driver.console(plan.name)
+            except AntriebError as exc:
+                out[plan.name] = f"(console unavailable: {exc})"
+        return out
+
+    def __repr__(self) -> str:
+        nodes = ", ".join(f"{p.name}={p.ip}" for p in self.plans)
+        return f"<Cluster {self.id} {self.state.value} [{nodes}]>"

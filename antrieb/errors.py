@@ -1,0 +1,100 @@
+"""The exceptions antrieb raises. Every one derives from :class:`AntriebError`.
+
+::
+
+    AntriebError
+    ├── ConfigError            bad input caught before anything starts
+    │   ├── UnknownImageError  image name not in the catalogue (carries the known names)
+    │   ├── TooManyNodesError  more nodes than a cluster may have
+    │   └── InvalidNameError   a node name that is not a valid hostname, or a duplicate
+    ├── StateError             a method called in the wrong state (carries state, required)
+    ├── MissingToolError       a host program or package is missing (carries the install hint)
+    ├── ImageBuildError        building an image failed (carries the step and its output tail)
+    ├── VMError                a VM failed to start or to restore (carries console tail, argv)
+    │   └── BootTimeout        the VM did not come up in time
+    ├── SupervisorError        the process that owns a cluster died or refused a request
+    └── NodeError              talking to a node failed
+        ├── CommandTimeout     a remote command outlived its timeout (carries the partial result)
+        └── CommandFailed      a remote command exited non-zero with ``check=True`` (carries result)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class AntriebError(Exception):
+    """Root of every error antrieb raises on purpose."""
+
+
+class ConfigError(AntriebError, ValueError):
+    """Bad input, found before anything was started."""
+
+
+class UnknownImageError(ConfigError):
+    def __init__(self, name: str, known: list[str]):
+        self.name, self.known = name, known
+        super().__init__(f"unknown image {name!r}; known images: {', '.join(known) or 'none'}")
+
+
+class TooManyNodesError(ConfigError):
+    def __init__(self, asked: int, limit: int):
+        self.asked, self.limit = asked, limit
+        super().__init__(f"a cluster has at most {limit} nodes, {asked} were asked for")
+
+
+class InvalidNameError(ConfigError):
+    pass
+
+
+class StateError(AntriebError):
+    def __init__(self, what: str, state: Any, required: Any):
+        self.state, self.required = state, required
+        super().__init__(f"{what} is {state}, this needs {required}")
+
+
+class MissingToolError(AntriebError):
+    def __init__(self, what: str, hint: str):
+        self.what, self.hint = what, hint
+        super().__init__(f"{what} is missing: {hint}")
+
+
+class ImageBuildError(AntriebError):
+    def __init__(self, image: str, step: str, detail: str = ""):
+        self.image, self.step, self.detail = image, step, detail
+        tail = f"\n{detail[-4000:]}" if detail else ""
+        super().__init__(f"building image {image!r} failed at {step}{tail}")
+
+
+class VMError(AntriebError):
+    def __init__(self, node: str, message: str, *, console_tail: str = "",
+                 argv: list[str] | None = None, exit_code: int | None = None):
+        self.node, self.console_tail = node, console_tail
+        self.argv, self.exit_code = argv, exit_code
+        tail = f"\n--- console of {node} (last lines) ---\n{console_tail}" if console_tail else ""
+        super().__init__(f"{node}: {message}{tail}")
+
+
+class BootTimeout(VMError):
+    pass
+
+
+class SupervisorError(AntriebError):
+    pass
+
+
+class NodeError(AntriebError):
+    pass
+
+
+class CommandTimeout(NodeError):
+    def __init__(self, result: Any):
+        self.result = result
+        super().__init__(f"{result.node}: {result.command!r} timed out after {result.seconds:.1f}s")
+
+
+class CommandFailed(NodeError):
+    def __init__(self, result: Any):
+        self.result = result
+        tail = (result.stderr or result.stdout)[-2000:]
+        super().__init__(f"{result.node}: {result.command!r} exited {result.exit_status}\n{tail}")

@@ -1,0 +1,122 @@
+"""The qemu driver: microvm clones restored from golden snapshots, one supervisor per
+cluster (see :mod:`antrieb.vm.supervisor`)."""
+
+from __future__ import annotations
+
+import socket
+import sys
+from typing import Any
+
+from antrieb import config
+from antrieb.errors import ConfigError, MissingToolError, VMError
+from antrieb.vm import accel as accel_mod
+from antrieb.vm import images as vm_images
+from antrieb.vm import netplan
+from antrieb.vm.driver import NodePlan
+from antrieb.vm.golden import Golden, cold_spec, ensure_golden, launch_cold
+from antrieb.vm.spec import Identity
+from antrieb.vm.supervisor_client import SupervisorClient
+
+RESTORE_TIMEOUT = 60.0
+
+
+def apt_upstreams() -> dict[str, str]:
+    """The host's Debian archives for the cluster's apt proxy; empty (with a warning) when
+    the host has none configured, so clusters still start but apt in them will fail."""
+    from antrieb.vm import mirror
+
+    try:
+        return mirror.debian_upstreams()
+    except (ConfigError, MissingToolError) as exc:
+        print(f"antrieb: no apt proxy for this cluster: {exc}", file=sys.stderr)
+        return {}
+
+
+class QemuDriver:
+    name = "qemu"
+
+    def __init__(self, mem_mb: int = 512, cpus: int = 1):
+        self.mem_mb, self.cpus = mem_mb, cpus
+        self.accel = ""
+        self.accel_reason = ""
+        self.goldens: dict[str, Golden] = {}
+        self.sup: SupervisorClient | None = None
+        self._consoles: dict[str, str] = {}
+
+    def prepare(self, images: set[str]) -> None:
+        for image in sorted(images):
+            if image in self.goldens:
+                continue
+            artefacts = vm_images.ensure(image)
+            if not self.accel:
+                verdict = accel_mod.detect(artefacts.kernel, artefacts.initrd)
+                self.accel, self.accel_reason = verdict.name, verdict.reason
+            verdict = accel_mod.Accel(self.accel, self.accel_reason)
+            self.goldens[image] = ensure_golden(artefacts, accel=verdict, mem_mb=self.mem_mb,
+                                                cpus=self.cpus)
+
+    def start(self, plans: list[NodePlan], identities: list[Identity]) -> dict[str, dict]:
+        self.prepare({p.image for p in plans})
+        self.sup = SupervisorClient(apt_cache=str(config.cache_dir() / "apt-cache"),
+                                    upstreams=apt_upstreams())
+        specs = [self.goldens[p.image].clone_spec(p.name, p.mac, f"tap{p.index}").model_dump()
+                 for p in plans]
+        reply = self.sup.request("launch", wait=RESTORE_TIMEOUT + 30, vms=specs,
+                                 identities=[i.model_dump() for i in identities],
+                                 boot_timeout=RESTORE_TIMEOUT)
+        if not reply.get("ok"):
+            errors = reply.get("errors") or [{"node": "?", "message": reply.get("error"),
+                                              "console": ""}]
+            for err in errors:
+                self._consoles[err["node"]] = err.get("console", "")
+            first = errors[0]
+            raise VMError(first["node"], first["message"], console_tail=first.get("console", ""))
+        return reply["nodes"]
+
+    def cold_boot(self, image: str) -> float:
+        """Boot one fresh VM of the image (no snapshot) to sshd answering; its seconds."""
+        self.prepare({image})
+        golden = self.goldens[image]
+        artefacts = vm_images.ensure(image)
+        spec = cold_spec("cold", artefacts, accel=self.accel, mem_mb=self.mem_mb,
+                         cpus=self.cpus, append=golden.append, mac=netplan.node_mac(0),
+                         tap="tapcold")
+        ident = Identity(hostname="cold", ip=netplan.node_ip(0), prefix=netplan.PREFIX,
+                         gateway=netplan.GATEWAY_IP, mac=netplan.node_mac(0),
+                         hosts=f"127.0.0.1 localhost\n{netplan.node_ip(0)} cold\n")
+        sup = SupervisorClient()
+        try:
+            return launch_cold(sup, spec, ident, self.accel, retries=0)["ssh"]
+        finally:
+            sup.shutdown()
+
+    def host_key(self, image: str) -> str:
+        return self.goldens[image].host_key
+
+    def connect(self, ip: str, port: int, timeout: float = 10.0) -> socket.socket:
+        if self.sup is None:
+            raise VMError("?", "cluster is not running")
+        return self.sup.connect(ip, port, timeout)
+
+    def console(self, node: str) -> str:
+        if self.sup is not None and self.sup.alive():
+            reply = self.sup.request("console", wait=10, name=node)
+            if reply.get("ok"):
+                return reply["console"]
+        return self._consoles.get(node, "")
+
+    def stats(self) -> dict[str, Any]:
+        if self.sup is None:
+            return {}
+        return self.sup.request("stats", wait=10).get("vms", {})
+
+    def supervisor_pid(self) -> int | None:
+        return self.sup.pid if self.sup else None
+
+    def stop(self) -> None:
+        if self.sup is not None:
+            self.sup.shutdown()
+
+    def kill(self) -> None:
+        if self.sup is not None:
+            self.sup.kill()

@@ -1,0 +1,59 @@
+"""What the host side tells a supervisor about one VM: plain data, JSON on the wire."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel
+
+
+class VMSpec(BaseModel):
+    """Everything needed to start one VM, cold or restored from a golden snapshot."""
+
+    name: str
+    kernel: str
+    initrd: str
+    append: str
+    accel: Literal["kvm", "tcg"]
+    mem_mb: int = 512
+    cpus: int = 1
+    # The disk: an overlay on ``base_disk``. ``disk`` names a persistent overlay (the
+    # golden's); None means a throw-away overlay in the supervisor's private tmpfs.
+    base_disk: str
+    base_format: Literal["raw", "qcow2"] = "qcow2"
+    disk: str | None = None
+    # Guest RAM: a file shared with the golden (share=True while making a golden;
+    # share=False maps it privately copy-on-write in a clone), or None for anonymous RAM.
+    mem_path: str | None = None
+    mem_share: bool = False
+    incoming: str | None = None  # golden state file to restore from
+    mac: str
+    tap: str
+
+
+class Identity(BaseModel):
+    """Who a VM becomes when it starts: sent to the guest agent."""
+
+    hostname: str
+    ip: str
+    prefix: int
+    gateway: str
+    mac: str
+    dev: str = "eth0"
+    hosts: str
+    ssh_public: str | None = None
+    ssh_private: str | None = None
+
+    def agent_request(self, now: float, entropy_b64: str) -> dict:
+        req = {
+            "op": "identity",
+            "time": now,
+            "entropy": entropy_b64,
+            "hostname": self.hostname,
+            "hosts": self.hosts,
+            "net": {"dev": self.dev, "mac": self.mac, "ip": self.ip, "prefix": self.prefix,
+                    "gateway": self.gateway},
+        }
+        if self.ssh_public and self.ssh_private:
+            req["ssh"] = {"public": self.ssh_public, "private": self.ssh_private}
+        return req
