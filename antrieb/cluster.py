@@ -25,7 +25,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from pydantic import BaseModel, field_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from antrieb import config, events
 from antrieb.errors import (
@@ -48,6 +48,8 @@ RESERVED_NAMES = {"localhost", "gateway", "golden"}
 class NodeSpec(BaseModel):
     """One node of a cluster: its name, its role and its image."""
 
+    model_config = ConfigDict(extra="forbid")
+
     name: str
     role: str = "node"
     image: str = "debian-12"
@@ -63,6 +65,18 @@ class NodeSpec(BaseModel):
         return name
 
 
+def _spec(**fields: Any) -> NodeSpec:
+    """A NodeSpec, with pydantic's validation error turned into ours."""
+    try:
+        return NodeSpec(**fields)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        message = str(first["msg"]).removeprefix("Value error, ")
+        if tuple(first["loc"]) == ("name",):
+            raise InvalidNameError(message) from None
+        raise ConfigError(f"bad node spec {fields!r}: {message}") from None
+
+
 def _as_specs(nodes: int | Sequence[NodeSpec | dict | str], image: str) -> list[NodeSpec]:
     if isinstance(nodes, bool) or not isinstance(nodes, int | list | tuple):
         raise ConfigError(f"nodes must be a count or a list of node specs, not {nodes!r}")
@@ -71,7 +85,7 @@ def _as_specs(nodes: int | Sequence[NodeSpec | dict | str], image: str) -> list[
             raise ConfigError(f"a cluster needs at least one node, {nodes} were asked for")
         if nodes > config.MAX_NODES:
             raise TooManyNodesError(nodes, config.MAX_NODES)
-        return [NodeSpec(name=f"node{i + 1}", image=image) for i in range(nodes)]
+        return [_spec(name=f"node{i + 1}", image=image) for i in range(nodes)]
     if not nodes:
         raise ConfigError("a cluster needs at least one node, an empty list was given")
     if len(nodes) > config.MAX_NODES:
@@ -81,14 +95,9 @@ def _as_specs(nodes: int | Sequence[NodeSpec | dict | str], image: str) -> list[
         if isinstance(item, NodeSpec):
             specs.append(item)
         elif isinstance(item, str):
-            specs.append(NodeSpec(name=item, image=image))
+            specs.append(_spec(name=item, image=image))
         elif isinstance(item, dict):
-            try:
-                specs.append(NodeSpec(**{"image": image, **item}))
-            except InvalidNameError:
-                raise
-            except Exception as exc:
-                raise ConfigError(f"bad node spec {item!r}: {exc}") from exc
+            specs.append(_spec(**{"image": image, **item}))
         else:
             raise ConfigError(f"bad node spec {item!r}: give a name, a dict or a NodeSpec")
     names = [s.name for s in specs]

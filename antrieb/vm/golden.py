@@ -69,8 +69,8 @@ def _qemu_version() -> str:
     return out.splitlines()[0] if out else "unknown"
 
 
-def golden_key(image_hash: str, mem_mb: int, cpus: int, accel: str, tsc_khz: int | None) -> str:
-    text = f"{GOLDEN_VERSION}|{image_hash}|{mem_mb}|{cpus}|{accel}|{tsc_khz}|{_qemu_version()}"
+def golden_key(image_hash: str, mem_mb: int, cpus: int, accel: str, append: str) -> str:
+    text = f"{GOLDEN_VERSION}|{image_hash}|{mem_mb}|{cpus}|{accel}|{append}|{_qemu_version()}"
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -111,11 +111,11 @@ def launch_cold(sup: SupervisorClient, spec: VMSpec, identity: Identity, accel: 
 def ensure_golden(image, *, accel: Accel, mem_mb: int = 512, cpus: int = 1) -> Golden:
     """The golden snapshot for this image and shape, made once and then reused."""
     tsc = host_tsc_khz() if accel.name == "tcg" else None
-    key = golden_key(image.content_hash, mem_mb, cpus, accel.name, tsc)
+    append = kernel_append(accel=accel.name, tsc_khz=tsc)
+    key = golden_key(image.content_hash, mem_mb, cpus, accel.name, append)
     root = config.cache_dir() / "golden"
     root.mkdir(exist_ok=True)
     final = root / f"{image.name}-{key[:12]}"
-    append = kernel_append(tsc_khz=tsc)
     t0 = time.monotonic()
     with open(root / f"{image.name}-{key[:12]}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -152,7 +152,7 @@ def _make_golden(image, final: Path, *, key: str, accel: str, mem_mb: int, cpus:
         sup = SupervisorClient()
         try:
             timings = launch_cold(sup, spec, golden_identity(), accel)
-            reply = sup.request("agent", wait=400, name="golden", op="wait_boot",
+            reply = sup.request("agent", wait=400, name="golden", agent_op="wait_boot",
                                 timeout=330)
             if not reply.get("ok"):
                 raise VMError("golden", f"boot did not settle: {reply.get('error')}")

@@ -22,7 +22,7 @@ def qemu_binary() -> str:
     return path
 
 
-def kernel_append(*, tsc_khz: int | None, extra: str = "") -> str:
+def kernel_append(*, accel: str = "tcg", tsc_khz: int | None = None, extra: str = "") -> str:
     # tsc_early_khz avoids the PIT calibration that hangs ~1 boot in 5 under TCG
     # (microvm has neither HPET nor a PM timer).
     parts = [
@@ -31,6 +31,11 @@ def kernel_append(*, tsc_khz: int | None, extra: str = "") -> str:
     ]
     if tsc_khz:
         parts.append(f"tsc_early_khz={tsc_khz}")
+    if accel == "tcg":
+        # TCG translates guest code per (virtual address, page): with randomized mappings
+        # every new process re-translates libc and ld.so. Fixed mappings let a clone's
+        # processes share translations (throw-away test VMs don't need ASLR).
+        parts.append("norandmaps")
     if extra:
         parts.append(extra)
     return " ".join(parts)

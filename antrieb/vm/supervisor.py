@@ -103,13 +103,7 @@ class Supervisor:
     def _spawn(self, spec: VMSpec) -> RunningVM:
         """Start QEMU for spec. Must run on the main thread (PDEATHSIG is per thread)."""
         console = self.runtime / f"{spec.name}.console"
-        if spec.disk:
-            disk = spec.disk
-        else:
-            disk = str(self.runtime / f"{spec.name}.qcow2")
-            subprocess.run(
-                ["qemu-img", "create", "-q", "-f", "qcow2", "-F", spec.base_format,
-                 "-b", spec.base_disk, disk], check=True, capture_output=True)
+        disk = spec.disk or self._overlay_path(spec)
         mon_ours, mon_theirs = socket.socketpair()
         ag_ours, ag_theirs = socket.socketpair()
         argv = qemu_argv(spec, disk=disk, monitor_fd=mon_theirs.fileno(),
@@ -126,6 +120,23 @@ class Supervisor:
         vm = RunningVM(spec, proc, mon_ours, AgentClient(ag_ours), console, disk)
         self.vms[spec.name] = vm
         return vm
+
+    def _overlay_path(self, spec: VMSpec) -> str:
+        return str(self.runtime / f"{spec.name}.qcow2")
+
+    def _create_overlays(self, specs: list[VMSpec]) -> None:
+        """Throw-away qcow2 overlays in the private tmpfs, made in parallel."""
+        procs = [
+            subprocess.Popen(["qemu-img", "create", "-q", "-f", "qcow2", "-F", s.base_format,
+                              "-b", s.base_disk, self._overlay_path(s)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            for s in specs if not s.disk
+        ]
+        failed = [p.stderr.read().decode() for p in procs if p.wait() != 0]
+        for p in procs:
+            p.stderr.close()
+        if failed:
+            raise OSError(f"qemu-img create failed: {failed[0].strip()}")
 
     def _failure(self, vm: RunningVM, message: str, kind: str = "vm") -> VMFailure:
         tail = vm.console_tail()
@@ -186,6 +197,7 @@ class Supervisor:
         reply = self._identify(vm, identity, timeout=boot_timeout)
         timings["identity"] = time.monotonic() - t0
         timings["random"] = reply.get("random")
+        timings["agent_s"] = reply.get("seconds")
         timings["guest_time"] = reply.get("time")
         try:
             timings["ssh"] = wait_ssh_banner(identity.ip, time.monotonic() + boot_timeout) - t0
@@ -203,9 +215,10 @@ class Supervisor:
         for spec in specs:
             if spec.name in self.vms:
                 raise ValueError(f"VM {spec.name!r} exists already")
+        t0 = time.monotonic()
+        self._create_overlays(specs)
         namespaces.add_taps([s.tap for s in specs])
         self.taps += [s.tap for s in specs]
-        t0 = time.monotonic()
         started = [self._spawn(spec) for spec in specs]
         spawned = time.monotonic() - t0
         results: dict[str, Any] = {}
@@ -256,8 +269,8 @@ class Supervisor:
         sock.settimeout(None)
         return {"ok": True}, [sock.detach()]
 
-    def op_agent(self, name: str, op: str, timeout: float = 30.0, **args: Any) -> dict:
-        return {"ok": True, "reply": self.vms[name].agent.call(op, timeout=timeout, **args)}
+    def op_agent(self, name: str, agent_op: str, timeout: float = 30.0, **args: Any) -> dict:
+        return {"ok": True, "reply": self.vms[name].agent.call(agent_op, timeout=timeout, **args)}
 
     def op_console(self, name: str, limit: int = CONSOLE_TAIL) -> dict:
         return {"ok": True, "console": self.vms[name].console_tail(limit)}

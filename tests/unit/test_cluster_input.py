@@ -96,3 +96,8 @@ def test_state_is_checked():
 def test_counts_default_names():
     assert [s.name for s in _as_specs(3, "debian-12")] == ["node1", "node2", "node3"]
     assert config.MAX_NODES == 4
+
+
+def test_unknown_spec_keys_are_refused():
+    with pytest.raises(ConfigError, match="colour"):
+        Cluster(nodes=[{"name": "web", "colour": "blue"}], driver=NoDriver())

@@ -56,23 +56,100 @@ def reseed(entropy):
         os.close(fd)
 
 
+class Netlink:
+    """Just enough rtnetlink to move eth0 to a new address without spawning `ip`:
+    under emulation a process start costs ~0.3 s, a netlink message microseconds."""
+
+    RTM_NEWADDR, RTM_DELADDR, RTM_NEWROUTE = 20, 21, 24
+    F_REQUEST, F_ACK, F_REPLACE, F_CREATE = 0x1, 0x4, 0x100, 0x400
+    SIOCSIFHWADDR, SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8924, 0x8913, 0x8914, 0x1
+
+    def __init__(self):
+        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0)
+        self.seq = 0
+
+    def close(self):
+        self.sock.close()
+
+    @staticmethod
+    def attr(kind, payload):
+        length = 4 + len(payload)
+        return struct.pack("HH", length, kind) + payload + b"\0" * ((4 - length % 4) % 4)
+
+    def request(self, msg_type, flags, body):
+        self.seq += 1
+        header = struct.pack("IHHII", 16 + len(body), msg_type, flags | self.F_REQUEST | self.F_ACK,
+                             self.seq, 0)
+        self.sock.send(header + body)
+        reply = self.sock.recv(65536)
+        _length, kind, _flags, _seq, _pid, error = struct.unpack("IHHIIi", reply[:20])
+        if kind == 2 and error not in (0,):  # NLMSG_ERROR
+            raise OSError(-error, f"netlink {msg_type}: {os.strerror(-error)}")
+
+    def address(self, add, index, ip, prefix):
+        packed = socket.inet_aton(ip)
+        body = struct.pack("BBBBI", socket.AF_INET, prefix, 0, 0, index)
+        host_bits = (1 << (32 - prefix)) - 1
+        broadcast = struct.pack("!I", struct.unpack("!I", packed)[0] | host_bits)
+        # IFA_LOCAL, IFA_ADDRESS, IFA_BROADCAST
+        body += self.attr(2, packed) + self.attr(1, packed) + self.attr(4, broadcast)
+        if add:
+            self.request(self.RTM_NEWADDR, self.F_CREATE | self.F_REPLACE, body)
+        else:
+            self.request(self.RTM_DELADDR, 0, body)
+
+    def default_route(self, index, gateway):
+        # rtmsg: family, dst_len, src_len, tos, table main, proto boot, scope universe, unicast
+        body = struct.pack("BBBBBBBBI", socket.AF_INET, 0, 0, 0, 254, 3, 0, 1, 0)
+        body += self.attr(5, socket.inet_aton(gateway)) + self.attr(4, struct.pack("I", index))
+        self.request(self.RTM_NEWROUTE, self.F_CREATE | self.F_REPLACE, body)
+
+    @classmethod
+    def set_mac_and_up(cls, dev, mac):
+        hw = bytes.fromhex(mac.replace(":", ""))
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            name = dev.encode().ljust(16, b"\0")
+            got = fcntl.ioctl(s, cls.SIOCGIFFLAGS, name + b"\0" * 24)
+            flags = struct.unpack("16sH", got[:18])[1]
+            ifreq = name + struct.pack("H", 1) + hw + b"\0" * 16  # ARPHRD_ETHER
+            try:
+                fcntl.ioctl(s, cls.SIOCSIFHWADDR, ifreq)
+            except OSError:  # a driver without live MAC change: down, change, up
+                fcntl.ioctl(s, cls.SIOCSIFFLAGS, name + struct.pack("H", flags & ~cls.IFF_UP)
+                            + b"\0" * 22)
+                fcntl.ioctl(s, cls.SIOCSIFHWADDR, ifreq)
+            fcntl.ioctl(s, cls.SIOCSIFFLAGS, name + struct.pack("H", flags | cls.IFF_UP)
+                        + b"\0" * 22)
+
+
+# The address this VM has now; survives the golden snapshot inside this process, so a
+# clone knows what to replace without asking anyone.
+CURRENT_ADDRESS = None
+
+
+def configure_network(net):
+    global CURRENT_ADDRESS
+    dev = net["dev"]
+    Netlink.set_mac_and_up(dev, net["mac"])
+    index = socket.if_nametoindex(dev)
+    nl = Netlink()
+    try:
+        if CURRENT_ADDRESS and (net["ip"], net["prefix"]) != CURRENT_ADDRESS:
+            with contextlib.suppress(OSError):  # already gone is fine
+                nl.address(False, index, *CURRENT_ADDRESS)
+        nl.address(True, index, net["ip"], net["prefix"])
+        CURRENT_ADDRESS = (net["ip"], net["prefix"])
+        nl.default_route(index, net["gateway"])
+    finally:
+        nl.close()
+
+
 def op_identity(req):
     t0 = time.monotonic()
     # The clock first: everything after (logs, apt's Release validity) wants the right time.
     time.clock_settime(time.CLOCK_REALTIME, float(req["time"]) + (time.monotonic() - t0))
     reseed(base64.b64decode(req["entropy"]))
-    net = req["net"]
-    batch = (
-        f"link set {net['dev']} down\n"
-        f"link set {net['dev']} address {net['mac']}\n"
-        f"addr flush dev {net['dev']}\n"
-        f"addr add {net['ip']}/{net['prefix']} dev {net['dev']}\n"
-        f"link set {net['dev']} up\n"
-        f"route replace default via {net['gateway']} dev {net['dev']}\n"
-    )
-    p = subprocess.run(["ip", "-batch", "-"], input=batch, capture_output=True, text=True)
-    if p.returncode != 0:
-        raise RuntimeError("ip: " + p.stderr.strip())
+    configure_network(req["net"])
     socket.sethostname(req["hostname"])
     write_file("/etc/hostname", req["hostname"] + "\n")
     write_file("/etc/hosts", req["hosts"])

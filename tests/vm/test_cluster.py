@@ -1,0 +1,182 @@
+"""Real clusters of real VMs: identity, SSH, limits, isolation, teardown."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from antrieb import config, events
+from antrieb.errors import StateError
+from antrieb.vm.supervisor_client import wait_gone
+
+from .conftest import net_namespaces, qemu_pids
+
+
+def test_three_nodes_distinct_identity_and_ssh_by_name(cluster_factory):
+    seen: list[events.Event] = []
+    with events.subscribed(seen.append):
+        cluster = cluster_factory(nodes=3)
+    info = cluster.run_all(
+        "echo $(hostname) $(ip -4 -o addr show eth0 | awk '{print $4}') "
+        "$(cat /sys/class/net/eth0/address) $(date +%s) $(head -c8 /dev/urandom | od -An -tx1 "
+        "| tr -d ' ')", timeout=60)
+    rows = {name: r.stdout.split() for name, r in info.items()}
+    assert all(r.ok for r in info.values()), info
+    for node in cluster:
+        host, cidr, mac, clock, _rand = rows[node.name]
+        assert host == node.name
+        assert cidr == f"{node.ip}/24"
+        assert mac == node.plan.mac
+        assert abs(int(clock) - time.time()) < 5, "clock not set on restore"
+    assert len({r[4] for r in rows.values()}) == 3, "RNG state shared between clones"
+    assert len({t["random"] for t in cluster.timings["nodes"].values()}) == 3
+    # every node reaches the next by name with the cluster key (what Ansible needs)
+    for i, node in enumerate(cluster):
+        peer = cluster.nodes[(i + 1) % 3]
+        r = node.run(f"ssh -o BatchMode=yes {peer.name} cat /etc/hostname", timeout=90)
+        assert r.ok and r.stdout.strip() == peer.name, r
+    hosts = cluster["node1"].get("/etc/hosts").decode()
+    for node in cluster:
+        assert f"{node.ip} {node.name}" in hosts
+    kinds = [e.kind for e in seen]
+    assert "cluster_ready" in kinds and "vm_state" in kinds
+    states = [e.state for e in seen if isinstance(e, events.ClusterStateChanged)]
+    assert states[-1] is events.ClusterState.READY
+
+
+def test_run_limits_files_and_parallel(cluster_factory):
+    cluster = cluster_factory(nodes=2)
+    node = cluster["node1"]
+    r = node.run("echo out; echo err >&2; exit 3")
+    assert (r.exit_status, r.stdout, r.stderr) == (3, "out\n", "err\n")
+    assert not r.truncated and not r.timed_out and r.seconds > 0
+
+    t0 = time.monotonic()
+    r = node.run("sleep 600", timeout=3)
+    assert r.timed_out and r.exit_status is None
+    assert time.monotonic() - t0 < 15
+    assert node.run("pgrep -x sleep || echo none").stdout.strip() == "none"
+
+    r = node.run("yes", timeout=8, output_cap=64 * 1024)
+    assert r.truncated and r.timed_out
+    assert len(r.stdout) < 70 * 1024
+
+    node.put("/tmp/payload.bin", bytes(range(256)) * 10, mode=0o600)
+    assert node.get("/tmp/payload.bin") == bytes(range(256)) * 10
+    assert node.run("stat -c %a /tmp/payload.bin").stdout.strip() == "600"
+
+    results = cluster.run_all("sleep 2; hostname", timeout=60)
+    assert {k: v.stdout.strip() for k, v in results.items()} == {"node1": "node1",
+                                                                   "node2": "node2"}
+
+
+def test_packages_come_through_the_proxy_and_the_cache(cluster_factory):
+    log = config.cache_dir() / "apt-cache" / "access.log"
+    start = log.stat().st_size if log.exists() else 0
+    pkg = "sl"  # small, not in the image
+    for _ in range(2):
+        cluster = cluster_factory(nodes=1)
+        r = cluster["node1"].run(f"DEBIAN_FRONTEND=noninteractive apt-get install -y -q {pkg}",
+                                 timeout=300)
+        assert r.ok, r.stdout[-2000:] + r.stderr[-2000:]
+        assert cluster["node1"].run("test -x /usr/games/sl").ok
+        cluster.down()
+    with open(log) as f:
+        f.seek(start)
+        lines = [json.loads(line) for line in f if f"/{pkg}_" in line]
+    debs = [entry for entry in lines if entry["path"].endswith(".deb")]
+    assert len(debs) == 2, lines
+    assert debs[-1]["cache"] == "HIT", debs  # the second cluster got it from the cache
+
+
+def test_nothing_else_leaves_the_cluster(cluster_factory):
+    cluster = cluster_factory(nodes=1)
+    node = cluster["node1"]
+    # Only the apt proxy listens on the gateway, and it serves only the Debian archives.
+    r = node.run("curl -sS -m 5 -o /dev/null -w '%{http_code}' "
+                 "-x http://gateway:3142 http://example.invalid/")
+    assert r.stdout.strip() == "403", r
+    r = node.run("curl -sS -m 5 -x http://gateway:3142 -p https://example.invalid/ || true")
+    assert "403" in r.stdout + r.stderr or "CONNECT" in r.stderr, r
+    assert not node.run("timeout 5 bash -c 'echo > /dev/tcp/gateway/22'").ok
+    # No route leaves the namespace: a documentation address (TEST-NET-1) is unreachable.
+    assert not node.run("timeout 5 bash -c 'echo > /dev/tcp/192.0.2.1/80'").ok
+
+
+def test_two_clusters_do_not_see_each_other(cluster_factory):
+    a = cluster_factory(nodes=1)
+    b = cluster_factory(nodes=2)
+    assert b["node1"].run("timeout 10 bash -c 'echo > /dev/tcp/node2/22'").ok
+    # a has no node2: the same address is nobody there, b's node2 is invisible
+    assert not a["node1"].run("timeout 5 bash -c 'echo > /dev/tcp/10.77.0.12/22'").ok
+    pa, pb = a.driver.supervisor_pid(), b.driver.supervisor_pid()
+    assert os.readlink(f"/proc/{pa}/ns/net") != os.readlink(f"/proc/{pb}/ns/net")
+
+
+def test_teardown_leaves_nothing(cluster_factory):
+    before_ns, before_qemu = net_namespaces(), qemu_pids()
+    before_shm = set(os.listdir("/dev/shm"))
+    cluster = cluster_factory(nodes=2)
+    pids = set(cluster.driver.stats()[n]["pid"] for n in ("node1", "node2"))
+    sup = cluster.driver.supervisor_pid()
+    cluster_ns = os.readlink(f"/proc/{sup}/ns/net")
+    assert pids <= qemu_pids()
+    cluster.down()
+    assert cluster.timings["teardown_s"] < 5
+    assert wait_gone(sup, 5)
+    assert all(wait_gone(p, 5) for p in pids)
+    assert qemu_pids() <= before_qemu
+    assert cluster_ns not in net_namespaces()
+    assert net_namespaces() <= before_ns
+    assert set(os.listdir("/dev/shm")) <= before_shm
+    runtime = str(config.cache_dir() / "runtime")
+    assert f" {runtime} " not in Path("/proc/self/mounts").read_text()
+    assert not os.listdir(runtime), "overlays or consoles left on the host"
+    with pytest.raises(StateError):
+        cluster["node1"].run("true")
+
+
+def test_exception_and_interrupt_inside_with_tear_down(debian12):
+    from antrieb import Cluster
+
+    for exc in (RuntimeError("boom"), KeyboardInterrupt()):
+        with pytest.raises(type(exc)), Cluster(nodes=1) as cluster:
+            sup = cluster.driver.supervisor_pid()
+            raise exc
+        assert cluster.state.value == "down"
+        assert wait_gone(sup, 5)
+
+
+def test_kill_9_of_the_owner_leaves_nothing(debian12, tmp_path):
+    owner = subprocess.Popen([sys.executable, "-c", textwrap.dedent("""
+        import json, time
+        from antrieb import Cluster
+        c = Cluster(nodes=2).up()
+        pids = [s["pid"] for s in c.driver.stats().values()]
+        print(json.dumps({"sup": c.driver.supervisor_pid(), "qemu": pids}), flush=True)
+        time.sleep(600)
+    """)], stdout=subprocess.PIPE, text=True)
+    try:
+        info = json.loads(owner.stdout.readline())
+        ns = os.readlink(f"/proc/{info['sup']}/ns/net")
+        os.kill(owner.pid, signal.SIGKILL)
+        owner.wait()
+        for pid in [info["sup"], *info["qemu"]]:
+            assert wait_gone(pid, 5), f"pid {pid} survived its owner"
+        deadline = time.monotonic() + 5
+        while ns in net_namespaces() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert ns not in net_namespaces()
+    finally:
+        if owner.poll() is None:
+            owner.kill()
+            owner.wait()
+        owner.stdout.close()
