@@ -36,7 +36,7 @@ from antrieb.vm.images import ImageArtifacts, Recipe
 from antrieb.vm.mirror import SECURITY, debian_upstreams
 from antrieb.vm.netplan import APT_PSEUDO_HOST, GATEWAY_IP, PROXY_PORT
 
-BUILD_VERSION = 1
+BUILD_VERSION = 2
 GUEST_DIR = Path(__file__).resolve().parent / "guest"
 AGENT = GUEST_DIR / "agent.py"
 AGENT_SERVICE = GUEST_DIR / "antrieb-agent.service"
@@ -307,6 +307,12 @@ class _Build:
                    "HostKey /etc/ssh/ssh_host_ed25519_key\nPasswordAuthentication no\n"
                    "KbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\n"
                    "UseDNS no\n")
+        if self.recipe.suite == "bookworm":
+            # OpenSSH 9.2 re-executes itself for every connection: in an emulated clone
+            # that is a fresh process image to translate (~0.3 s before the banner).
+            # Later releases split sshd differently and dropped -r.
+            self.write("etc/systemd/system/ssh.service.d/antrieb.conf",
+                       "[Service]\nExecStart=\nExecStart=/usr/sbin/sshd -D -r $SSHD_OPTS\n")
         self.write("etc/ssh/ssh_config.d/antrieb.conf",
                    "Host *\n    StrictHostKeyChecking no\n    UserKnownHostsFile /dev/null\n"
                    "    LogLevel ERROR\n")

@@ -26,7 +26,7 @@ from antrieb.vm.qemu import kernel_append, qemu_binary
 from antrieb.vm.spec import Identity, VMSpec
 from antrieb.vm.supervisor_client import SupervisorClient
 
-GOLDEN_VERSION = "1"
+GOLDEN_VERSION = "2"
 BOOT_TIMEOUT = {"tcg": 180.0, "kvm": 60.0}
 
 

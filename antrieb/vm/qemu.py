@@ -42,8 +42,10 @@ def kernel_append(*, accel: str = "tcg", tsc_khz: int | None = None, extra: str 
 
 
 def qemu_argv(spec: VMSpec, *, disk: str, monitor_fd: int, agent_fd: int,
-              console_path: str, binary: str = QEMU_BINARY) -> list[str]:
-    """The argv that starts ``spec``; monitor and agent are inherited socket fds."""
+              console_path: str, incoming_fd: int | None = None,
+              binary: str = QEMU_BINARY) -> list[str]:
+    """The argv that starts ``spec``; monitor and agent are inherited socket fds, and a
+    clone reads its golden's device state from the inherited ``incoming_fd``."""
     if spec.accel == "kvm":
         accel, cpu = ["-accel", "kvm"], ["-cpu", "host"]
     else:
@@ -77,5 +79,9 @@ def qemu_argv(spec: VMSpec, *, disk: str, monitor_fd: int, agent_fd: int,
             "-machine", "memory-backend=mem",
         ]
     if spec.incoming:
+        if incoming_fd is None:
+            raise ValueError("a restored VM needs the golden state as incoming_fd")
+        # The state comes from the inherited fd (`migrate-incoming fd:N` once the monitor
+        # has set x-ignore-shared): no `exec:cat` child forked off a large QEMU process.
         argv += ["-incoming", "defer"]
     return argv

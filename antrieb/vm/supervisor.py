@@ -52,6 +52,7 @@ class RunningVM:
     agent: AgentClient
     console: Path
     disk: str
+    state_fd: int | None = None  # the fd number QEMU inherited the golden state as
     timings: dict[str, float] = field(default_factory=dict)
 
     def console_tail(self, limit: int = CONSOLE_TAIL) -> str:
@@ -106,18 +107,25 @@ class Supervisor:
         disk = spec.disk or self._overlay_path(spec)
         mon_ours, mon_theirs = socket.socketpair()
         ag_ours, ag_theirs = socket.socketpair()
+        state_fd = os.open(spec.incoming, os.O_RDONLY) if spec.incoming else None
         argv = qemu_argv(spec, disk=disk, monitor_fd=mon_theirs.fileno(),
                          agent_fd=ag_theirs.fileno(), console_path=str(console),
-                         binary=self.qemu)
+                         incoming_fd=state_fd, binary=self.qemu)
         prefix = [self.setpriv, "--pdeathsig", "KILL", "--"] if self.setpriv else []
-        proc = subprocess.Popen(
-            prefix + argv, pass_fds=(mon_theirs.fileno(), ag_theirs.fileno()),
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=open(self.runtime / f"{spec.name}.stderr", "wb"),  # noqa: SIM115
-        )
-        mon_theirs.close()
-        ag_theirs.close()
-        vm = RunningVM(spec, proc, mon_ours, AgentClient(ag_ours), console, disk)
+        inherited = [mon_theirs.fileno(), ag_theirs.fileno()]
+        if state_fd is not None:
+            inherited.append(state_fd)
+        try:
+            with open(self.runtime / f"{spec.name}.stderr", "wb") as stderr:
+                proc = subprocess.Popen(prefix + argv, pass_fds=inherited,
+                                        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                        stderr=stderr)
+        finally:
+            mon_theirs.close()
+            ag_theirs.close()
+            if state_fd is not None:
+                os.close(state_fd)
+        vm = RunningVM(spec, proc, mon_ours, AgentClient(ag_ours), console, disk, state_fd)
         self.vms[spec.name] = vm
         return vm
 
@@ -156,20 +164,13 @@ class Supervisor:
         return qmp
 
     def _restore(self, vm: RunningVM) -> None:
+        """Start loading the golden state; the clone runs by itself once loaded (the golden
+        was snapshotted running), and the agent answers only then: no polling here."""
         qmp = self._qmp(vm)
         try:
             qmp.cmd("migrate-set-capabilities",
                     capabilities=[{"capability": "x-ignore-shared", "state": True}])
-            qmp.cmd("migrate-incoming", uri=f"exec:cat {vm.spec.incoming}")
-            deadline = time.monotonic() + 30
-            while True:
-                status = qmp.cmd("query-migrate").get("status")
-                if status == "completed":
-                    break
-                if status == "failed" or time.monotonic() > deadline:
-                    raise self._failure(vm, f"restore from snapshot {status or 'timed out'}")
-                time.sleep(0.002)
-            qmp.cmd("cont")
+            qmp.cmd("migrate-incoming", uri=f"fd:{vm.state_fd}")
         finally:
             qmp.close()
 
@@ -186,7 +187,6 @@ class Supervisor:
         timings: dict[str, Any] = {}
         if vm.spec.incoming:
             self._restore(vm)
-            timings["running"] = time.monotonic() - t0
         else:
             try:
                 vm.agent.call("ping", timeout=boot_timeout)
@@ -198,6 +198,7 @@ class Supervisor:
         timings["identity"] = time.monotonic() - t0
         timings["random"] = reply.get("random")
         timings["agent_s"] = reply.get("seconds")
+        timings["agent_steps"] = reply.get("steps")
         timings["guest_time"] = reply.get("time")
         try:
             timings["ssh"] = wait_ssh_banner(identity.ip, time.monotonic() + boot_timeout) - t0
@@ -249,8 +250,9 @@ class Supervisor:
         qmp = self._qmp(vm)
         t0 = time.monotonic()
         try:
-            qmp.cmd("stop")
-            # RAM stays in the shared file; only device state goes to the state file.
+            # Not stopped first: a snapshot of a running VM records "running", so clones
+            # start by themselves when loaded. Migration pauses it at the end; RAM stays in
+            # the shared file, only device state goes to the state file.
             qmp.cmd("migrate-set-capabilities",
                     capabilities=[{"capability": "x-ignore-shared", "state": True}])
             qmp.cmd("migrate", uri=f"exec:cat > {state_path}")

@@ -18,7 +18,7 @@ def spec(**kw) -> VMSpec:
 
 def argv_of(s: VMSpec) -> str:
     return " ".join(qemu_argv(s, disk="/run/x.qcow2", monitor_fd=5, agent_fd=6,
-                              console_path="/run/c"))
+                              console_path="/run/c", incoming_fd=7 if s.incoming else None))
 
 
 def test_clone_maps_golden_ram_privately_and_waits_for_state():
@@ -62,3 +62,9 @@ def test_probe_without_kvm_device(monkeypatch, tmp_path):
     monkeypatch.setattr(accel.os.path, "exists", lambda p: False)
     verdict = accel.probe_kvm(tmp_path / "k", tmp_path / "i")
     assert verdict.name == "tcg" and "no /dev/kvm" in verdict.reason
+
+
+def test_restore_needs_the_state_fd():
+    with pytest.raises(ValueError, match="incoming_fd"):
+        qemu_argv(spec(incoming="/golden/state"), disk="/d", monitor_fd=5, agent_fd=6,
+                  console_path="/c")
