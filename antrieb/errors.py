@@ -6,16 +6,21 @@
     ├── ConfigError            bad input caught before anything starts
     │   ├── UnknownImageError  image name not in the catalogue (carries the known names)
     │   ├── TooManyNodesError  more nodes than a cluster may have
-    │   └── InvalidNameError   a node name that is not a valid hostname, or a duplicate
+    │   ├── InvalidNameError   a node name that is not a valid hostname, or a duplicate
+    │   └── RecordingFormatError  an LLM recording file that cannot be read (path, where)
     ├── StateError             a method called in the wrong state (carries state, required)
     ├── MissingToolError       a host program or package is missing (carries the install hint)
     ├── ImageBuildError        building an image failed (carries the step and its output tail)
     ├── VMError                a VM failed to start or to restore (carries console tail, argv)
     │   └── BootTimeout        the VM did not come up in time
     ├── SupervisorError        the process that owns a cluster died or refused a request
-    └── NodeError              talking to a node failed
-        ├── CommandTimeout     a remote command outlived its timeout (carries the partial result)
-        └── CommandFailed      a remote command exited non-zero with ``check=True`` (carries result)
+    ├── NodeError              talking to a node failed
+    │   ├── CommandTimeout     a remote command outlived its timeout (carries the partial result)
+    │   └── CommandFailed      a remote command exited non-zero with ``check=True`` (carries result)
+    └── LLMError               a model call failed (carries provider, HTTP status if any)
+        ├── LLMUnavailable     unreachable, timed out, or still 429/5xx after the retries (reason)
+        ├── LLMOutputError     no usable answer after the re-asks (purpose, attempts, last error)
+        └── ReplayMismatch     a request does not match the recording being replayed (index)
 """
 
 from __future__ import annotations
@@ -45,6 +50,12 @@ class TooManyNodesError(ConfigError):
 
 class InvalidNameError(ConfigError):
     pass
+
+
+class RecordingFormatError(ConfigError):
+    def __init__(self, path: Any, where: str, problem: str):
+        self.path, self.where, self.problem = path, where, problem
+        super().__init__(f"LLM recording {path}: {where}: {problem}")
 
 
 class StateError(AntriebError):
@@ -98,3 +109,40 @@ class CommandFailed(NodeError):
         self.result = result
         tail = (result.stderr or result.stdout)[-2000:]
         super().__init__(f"{result.node}: {result.command!r} exited {result.exit_status}\n{tail}")
+
+
+class LLMError(AntriebError):
+    """A model call failed. Messages never contain the API key (providers redact it)."""
+
+    def __init__(self, message: str, *, provider: str = "", status: int | None = None):
+        self.provider, self.status = provider, status
+        super().__init__(f"{provider}: {message}" if provider else message)
+
+
+class LLMUnavailable(LLMError):
+    """The model could not be reached, timed out, or kept answering 429/5xx."""
+
+    def __init__(self, reason: str, *, provider: str = "", status: int | None = None):
+        self.reason = reason
+        super().__init__(f"model unavailable: {reason}", provider=provider, status=status)
+
+
+class LLMOutputError(LLMError):
+    """The model's answers could not be used (not JSON, wrong fields, empty, huge)."""
+
+    def __init__(self, purpose: str, attempts: int, last_error: str, last_text_tail: str = ""):
+        self.purpose, self.attempts = purpose, attempts
+        self.last_error, self.last_text_tail = last_error, last_text_tail
+        tail = f"\n--- end of the last answer ---\n{last_text_tail}" if last_text_tail else ""
+        plural = "s" if attempts != 1 else ""
+        super().__init__(
+            f"no usable answer for {purpose!r} after {attempts} attempt{plural}: {last_error}{tail}"
+        )
+
+
+class ReplayMismatch(LLMError):
+    """A request differs from what the recording holds next, or the recording ran out."""
+
+    def __init__(self, index: int, message: str):
+        self.index = index
+        super().__init__(f"exchange {index}: {message}", provider="replay")

@@ -113,9 +113,42 @@ class CommandFinished(Event):
     timed_out: bool
 
 
+class LLMExchange(Event):
+    """One request to a model and its raw answer, so the run record keeps every prompt.
+
+    ``messages`` are plain ``{"role", "content"}`` dicts: this module sits below
+    ``antrieb.llm`` and must not import it.
+    """
+
+    kind: Literal["llm_exchange"] = "llm_exchange"
+    call_id: str  # the attempts of one structured ask share it
+    purpose: str
+    provider: str
+    model: str
+    attempt: int
+    messages: list[dict[str, str]]
+    response: str
+
+
+class LLMCallFinished(Event):
+    """One attempt of a model call ended: cost, time, and whether its answer was usable."""
+
+    kind: Literal["llm_call_finished"] = "llm_call_finished"
+    call_id: str
+    purpose: str
+    provider: str
+    model: str
+    attempt: int
+    ok: bool
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    seconds: float = 0.0
+    error: str = ""  # a one-line summary; never holds the API key
+
+
 AnyEvent = Annotated[
     ImageBuildProgress | ImageBuilt | GoldenSnapshotReady | ClusterStateChanged
-    | VMStateChanged | ClusterReady | CommandFinished,
+    | VMStateChanged | ClusterReady | CommandFinished | LLMExchange | LLMCallFinished,
     Field(discriminator="kind"),
 ]
 event_adapter: TypeAdapter[AnyEvent] = TypeAdapter(AnyEvent)
