@@ -171,19 +171,25 @@ def demo(nodes: Annotated[int, typer.Option(help="How many nodes (1-4).")] = 3,
 def bench_cluster(nodes: Annotated[int, typer.Option(help="Cluster size (1-4).")] = 4,
                   driver: Annotated[str, typer.Option(help="VM driver.")] = "qemu",
                   image: Annotated[str, typer.Option(help="Image.")] = "debian-12",
-                  as_json: JsonOpt = False) -> None:
+                  rounds: Annotated[int, typer.Option(help="Rounds; figures are medians.")]
+                  = 3, as_json: JsonOpt = False) -> None:
     """Cold boot vs. cluster from the golden snapshot, in one run.
 
     Example: antrieb bench cluster --nodes 4 --json
     """
     from antrieb.bench import bench_cluster as run_bench
 
-    figures = _run(run_bench, nodes=nodes, image=image, driver=driver)
+    if not 1 <= rounds <= 20:
+        err.print("[red]error:[/red] --rounds must be 1..20")
+        raise typer.Exit(2)
+    figures = _run(run_bench, nodes=nodes, image=image, driver=driver, rounds=rounds)
     if as_json:
         _print_json(figures)
     else:
         for key, value in figures.items():
             out.print(f"{key:28} {value}")
+
+
 
 
 def main() -> None:

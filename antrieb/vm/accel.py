@@ -8,6 +8,7 @@ kernel, so it costs a few seconds once. ``ANTRIEB_ACCEL=kvm|tcg`` skips the prob
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -86,6 +87,7 @@ def detect(kernel: Path, initrd: Path) -> Accel:
     return verdict
 
 
+@functools.cache
 def host_tsc_khz() -> int | None:
     """The host TSC frequency, which a TCG guest reads as its own; None if unknown.
 

@@ -36,11 +36,12 @@ from antrieb.vm.images import ImageArtifacts, Recipe
 from antrieb.vm.mirror import SECURITY, debian_upstreams
 from antrieb.vm.netplan import APT_PSEUDO_HOST, GATEWAY_IP, PROXY_PORT
 
-BUILD_VERSION = 2
+BUILD_VERSION = 4
 GUEST_DIR = Path(__file__).resolve().parent / "guest"
 AGENT = GUEST_DIR / "agent.py"
 AGENT_SERVICE = GUEST_DIR / "antrieb-agent.service"
-INPUT_FILES = (AGENT, AGENT_SERVICE, initramfs.INIT_SCRIPT)
+AGENTD_SOURCE = GUEST_DIR / "agentd.c"
+INPUT_FILES = (AGENT, AGENTD_SOURCE, AGENT_SERVICE, initramfs.INIT_SCRIPT)
 
 # The agent needs python3 and ip; kmod lets later steps modprobe from /lib/modules.
 REQUIRED_PACKAGES = ("systemd-sysv", "openssh-server", "python3", "iproute2", "kmod")
@@ -69,6 +70,7 @@ MASKED_GENERATORS = ("systemd-ssh-generator",)
 HOST_TOOLS = {  # program -> Debian package that provides it
     "mmdebstrap": "mmdebstrap", "mkfs.ext4": "e2fsprogs", "dpkg-deb": "dpkg",
     "depmod": "kmod", "tar": "tar", "chroot": "coreutils", "qemu-img": "qemu-utils",
+    "gcc": "gcc libc6-dev",  # the guest agent's fast path, linked statically
 }
 
 # mmdebstrap's progress lines -> how far the rootfs step is.
@@ -289,6 +291,9 @@ class _Build:
                    f'Acquire::http::Proxy "http://{GATEWAY_IP}:{PROXY_PORT}";\n'
                    'Acquire::Languages "none";\n')
         self.write("usr/local/lib/antrieb/agent.py", AGENT.read_text(), 0o755)
+        # Static: one binary for every suite, whatever libc the guest has.
+        self.run(["gcc", "-O2", "-static", "-s", "-o",
+                  str(self.rootfs / "usr/local/lib/antrieb/agentd"), str(AGENTD_SOURCE)])
         self.write("etc/systemd/system/antrieb-agent.service", AGENT_SERVICE.read_text())
         self.symlink("etc/systemd/system/multi-user.target.wants/antrieb-agent.service",
                      "/etc/systemd/system/antrieb-agent.service")
@@ -303,19 +308,25 @@ class _Build:
                 key.unlink()
         # Logs in RAM: nothing to flush to disk at boot, no writes into clone overlays.
         self.write("etc/systemd/journald.conf.d/antrieb.conf", "[Journal]\nStorage=volatile\n")
+        # The cluster's key and /etc/hosts live in tmpfs (/run/antrieb), written by the
+        # agent when a clone starts: tmpfs writes are cheap in a freshly restored VM.
         self.write("etc/ssh/sshd_config.d/antrieb.conf",
                    "HostKey /etc/ssh/ssh_host_ed25519_key\nPasswordAuthentication no\n"
                    "KbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\n"
-                   "UseDNS no\n")
+                   "UseDNS no\n"
+                   "AuthorizedKeysFile .ssh/authorized_keys /run/antrieb/authorized_keys\n")
         if self.recipe.suite == "bookworm":
             # OpenSSH 9.2 re-executes itself for every connection: in an emulated clone
             # that is a fresh process image to translate (~0.3 s before the banner).
             # Later releases split sshd differently and dropped -r.
             self.write("etc/systemd/system/ssh.service.d/antrieb.conf",
                        "[Service]\nExecStart=\nExecStart=/usr/sbin/sshd -D -r $SSHD_OPTS\n")
+        identities = "".join(f"    IdentityFile ~/.ssh/id_{k}\n"
+                             for k in ("ed25519", "ecdsa", "rsa"))
         self.write("etc/ssh/ssh_config.d/antrieb.conf",
                    "Host *\n    StrictHostKeyChecking no\n    UserKnownHostsFile /dev/null\n"
-                   "    LogLevel ERROR\n")
+                   "    LogLevel ERROR\n" + identities
+                   + "    IdentityFile /run/antrieb/id_ed25519\n")
         (self.rootfs / "root/.ssh").mkdir(mode=0o700, exist_ok=True)
         (self.rootfs / "root/.ssh").chmod(0o700)
         # The initramfs mounts /dev/vda rw. An fstab line for / would make systemd wait
@@ -323,8 +334,8 @@ class _Build:
         self.write("etc/fstab", "# / is /dev/vda (ext4), mounted rw by antrieb's initramfs\n")
         self.write("etc/resolv.conf", "")  # no DNS in a cluster: names come from /etc/hosts
         self.write("etc/hostname", "antrieb\n")
-        self.write("etc/hosts", "127.0.0.1\tlocalhost\n127.0.1.1\tantrieb\n"
-                   "::1\tlocalhost ip6-localhost ip6-loopback\n")
+        (self.rootfs / "etc/hosts").unlink(missing_ok=True)
+        self.symlink("etc/hosts", "/run/antrieb/hosts")
         # A set machine-id avoids systemd's first-boot path (presets, firstboot).
         self.write("etc/machine-id", os.urandom(16).hex() + "\n", 0o444)
         self.check_no_mirror_names(upstreams)

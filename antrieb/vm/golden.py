@@ -9,6 +9,7 @@ sshd and the agent warmed up), and is migrated to a small state file with
 from __future__ import annotations
 
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -22,7 +23,7 @@ from antrieb import config, events
 from antrieb.errors import VMError
 from antrieb.vm import netplan
 from antrieb.vm.accel import Accel, host_tsc_khz
-from antrieb.vm.qemu import kernel_append, qemu_binary
+from antrieb.vm.qemu import kernel_append, qemu_argv, qemu_binary
 from antrieb.vm.spec import Identity, VMSpec
 from antrieb.vm.supervisor_client import SupervisorClient
 
@@ -64,13 +65,20 @@ class Golden:
                       mac=mac, tap=tap)
 
 
+@functools.cache
 def _qemu_version() -> str:
     out = subprocess.run([qemu_binary(), "--version"], capture_output=True, text=True).stdout
     return out.splitlines()[0] if out else "unknown"
 
 
 def golden_key(image_hash: str, mem_mb: int, cpus: int, accel: str, append: str) -> str:
-    text = f"{GOLDEN_VERSION}|{image_hash}|{mem_mb}|{cpus}|{accel}|{append}|{_qemu_version()}"
+    # A snapshot restores only into the same machine: the same devices, CPU model,
+    # kernel command line and QEMU build. The argv of a stand-in VM captures all of it.
+    shape = VMSpec(name="x", kernel="k", initrd="i", append=append, accel=accel,  # type: ignore[arg-type]
+                   mem_mb=mem_mb, cpus=cpus, base_disk="d", mem_path="m", incoming="s",
+                   mac="m", tap="t")
+    argv = qemu_argv(shape, disk="d", monitor_fd=0, agent_fd=0, console_path="c", incoming_fd=0)
+    text = f"{GOLDEN_VERSION}|{image_hash}|{' '.join(argv)}|{_qemu_version()}"
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -87,7 +95,7 @@ def cold_spec(name: str, image, *, accel: str, mem_mb: int, cpus: int, append: s
 def golden_identity() -> Identity:
     return Identity(hostname="golden", ip=netplan.GOLDEN_IP, prefix=netplan.PREFIX,
                     gateway=netplan.GATEWAY_IP, mac=netplan.GOLDEN_MAC,
-                    hosts=f"127.0.0.1 localhost\n{netplan.GOLDEN_IP} golden\n")
+                    hosts=f"127.0.0.1 localhost\n{netplan.GOLDEN_IP} golden\n", persist=False)
 
 
 def launch_cold(sup: SupervisorClient, spec: VMSpec, identity: Identity, accel: str,

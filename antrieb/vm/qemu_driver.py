@@ -86,7 +86,7 @@ class QemuDriver:
                          hosts=f"127.0.0.1 localhost\n{netplan.node_ip(0)} cold\n")
         sup = SupervisorClient()
         try:
-            return launch_cold(sup, spec, ident, self.accel, retries=0)["ssh"]
+            return launch_cold(sup, spec, ident, self.accel)["ssh"]
         finally:
             sup.shutdown()
 

@@ -35,6 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from qemu.qmp.legacy import QEMUMonitorProtocol
+
 from antrieb.vm import namespaces, netplan
 from antrieb.vm.agent_client import AgentClient
 from antrieb.vm.qemu import qemu_argv, qemu_binary
@@ -98,13 +100,15 @@ class Supervisor:
         self.taps: list[str] = []
         self.qemu = qemu_binary()
         self.setpriv = shutil.which("setpriv")
+        # QEMU puts snapshot=on overlays in $TMPDIR: the private tmpfs, gone with us.
+        self.qemu_env = {**os.environ, "TMPDIR": str(runtime)}
 
     # -- lifecycle of processes -------------------------------------------------
 
     def _spawn(self, spec: VMSpec) -> RunningVM:
         """Start QEMU for spec. Must run on the main thread (PDEATHSIG is per thread)."""
         console = self.runtime / f"{spec.name}.console"
-        disk = spec.disk or self._overlay_path(spec)
+        disk = spec.disk or spec.base_disk
         mon_ours, mon_theirs = socket.socketpair()
         ag_ours, ag_theirs = socket.socketpair()
         state_fd = os.open(spec.incoming, os.O_RDONLY) if spec.incoming else None
@@ -119,7 +123,7 @@ class Supervisor:
             with open(self.runtime / f"{spec.name}.stderr", "wb") as stderr:
                 proc = subprocess.Popen(prefix + argv, pass_fds=inherited,
                                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                        stderr=stderr)
+                                        stderr=stderr, env=self.qemu_env)
         finally:
             mon_theirs.close()
             ag_theirs.close()
@@ -128,23 +132,6 @@ class Supervisor:
         vm = RunningVM(spec, proc, mon_ours, AgentClient(ag_ours), console, disk, state_fd)
         self.vms[spec.name] = vm
         return vm
-
-    def _overlay_path(self, spec: VMSpec) -> str:
-        return str(self.runtime / f"{spec.name}.qcow2")
-
-    def _create_overlays(self, specs: list[VMSpec]) -> None:
-        """Throw-away qcow2 overlays in the private tmpfs, made in parallel."""
-        procs = [
-            subprocess.Popen(["qemu-img", "create", "-q", "-f", "qcow2", "-F", s.base_format,
-                              "-b", s.base_disk, self._overlay_path(s)],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-            for s in specs if not s.disk
-        ]
-        failed = [p.stderr.read().decode() for p in procs if p.wait() != 0]
-        for p in procs:
-            p.stderr.close()
-        if failed:
-            raise OSError(f"qemu-img create failed: {failed[0].strip()}")
 
     def _failure(self, vm: RunningVM, message: str, kind: str = "vm") -> VMFailure:
         tail = vm.console_tail()
@@ -155,9 +142,7 @@ class Supervisor:
                     message += f" (qemu exited {vm.proc.returncode}: {err.strip()[-1500:]})"
         return VMFailure(vm.spec.name, message, tail, kind)
 
-    def _qmp(self, vm: RunningVM):
-        from qemu.qmp.legacy import QEMUMonitorProtocol
-
+    def _qmp(self, vm: RunningVM) -> QEMUMonitorProtocol:
         qmp = QEMUMonitorProtocol(vm.qmp_sock)
         qmp.connect()
         qmp.settimeout(30)
@@ -187,6 +172,7 @@ class Supervisor:
         timings: dict[str, Any] = {}
         if vm.spec.incoming:
             self._restore(vm)
+            timings["restore_started"] = time.monotonic() - t0
         else:
             try:
                 vm.agent.call("ping", timeout=boot_timeout)
@@ -217,7 +203,6 @@ class Supervisor:
             if spec.name in self.vms:
                 raise ValueError(f"VM {spec.name!r} exists already")
         t0 = time.monotonic()
-        self._create_overlays(specs)
         namespaces.add_taps([s.tap for s in specs])
         self.taps += [s.tap for s in specs]
         started = [self._spawn(spec) for spec in specs]
@@ -286,8 +271,12 @@ class Supervisor:
                 for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
                     key, _, rest = line.partition(":")
                     rollup[key.strip()] = int(rest.split()[0]) * 1024
+            cpu_s = None
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                cpu_s = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
             stats[name] = {"pid": pid, "alive": vm.proc.poll() is None, "memory": rollup,
-                           "mem_mb": vm.spec.mem_mb}
+                           "mem_mb": vm.spec.mem_mb, "cpu_s": cpu_s}
         return {"ok": True, "vms": stats}
 
     def op_stop(self, names: list[str]) -> dict:
@@ -302,9 +291,6 @@ class Supervisor:
             vm.proc.wait()
             vm.agent.close()
             vm.qmp_sock.close()
-            if not vm.spec.disk:
-                with contextlib.suppress(OSError):
-                    os.unlink(vm.disk)
         taps = [vm.spec.tap for vm in vms]
         namespaces.remove_taps(taps)
         self.taps = [t for t in self.taps if t not in taps]

@@ -135,7 +135,7 @@ def test_hash_changes_with_agent_file_and_build_version(tmp_path, monkeypatch):
 
 def test_hash_inputs_are_the_shipped_files():
     names = {p.name for p in build.INPUT_FILES}
-    assert names == {"agent.py", "antrieb-agent.service", "initramfs-init.sh"}
+    assert names == {"agent.py", "agentd.c", "antrieb-agent.service", "initramfs-init.sh"}
     assert all(p.is_file() for p in build.INPUT_FILES)
 
 

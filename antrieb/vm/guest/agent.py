@@ -1,6 +1,10 @@
 #!/usr/bin/python3
 """antrieb guest agent: runs inside every VM, speaks JSON lines on a virtio-serial port.
 
+The resident agent is agentd.c (ping and identity, the critical path of a clone coming
+up); it hands every other request to this file (`agent.py --one`). Run without
+arguments, this file is a complete agent of its own.
+
 Started in the golden VM before its snapshot, so every clone wakes up with it already
 running. On restore the host sends one ``identity`` request that makes the clone
 itself: MAC, IP, hostname, /etc/hosts of the cluster, wall clock, fresh entropy and
@@ -147,24 +151,37 @@ def configure_network(net):
         nl.close()
 
 
+RUN_DIR = "/run/antrieb"  # tmpfs: identity files that must exist before sshd is asked
+STATE_FILE = "/var/lib/antrieb/identity.json"  # the same identity, for after a reboot
+PERSIST_AFTER_IDLE = 2.0
+pending_persist = None
+
+
+def apply_identity(req, step=lambda name: None):
+    configure_network(req["net"])
+    step("network")
+    socket.sethostname(req["hostname"])
+    # Files a clone needs at once go to tmpfs (/etc/hosts links there; sshd and ssh are
+    # configured to look there): the first ext4 write in a fresh clone costs ~40 ms of
+    # emulated kernel code, a tmpfs write ~1 ms.
+    os.makedirs(RUN_DIR, mode=0o755, exist_ok=True)
+    write_file(RUN_DIR + "/hosts", req["hosts"])
+    ssh = req.get("ssh")
+    if ssh:
+        write_file(RUN_DIR + "/authorized_keys", ssh["public"] + "\n", 0o600)
+        write_file(RUN_DIR + "/id_ed25519", ssh["private"], 0o600)
+    step("files")
+
+
 def op_identity(req):
+    global pending_persist
     t0 = time.monotonic()
     steps = {}
 
     def step(name):
         steps[name] = round(time.monotonic() - t0, 4)
 
-    configure_network(req["net"])
-    step("network")
-    socket.sethostname(req["hostname"])
-    write_file("/etc/hostname", req["hostname"] + "\n")
-    write_file("/etc/hosts", req["hosts"])
-    ssh = req.get("ssh")
-    if ssh:
-        os.makedirs("/root/.ssh", mode=0o700, exist_ok=True)
-        write_file("/root/.ssh/authorized_keys", ssh["public"] + "\n", 0o600)
-        write_file("/root/.ssh/id_ed25519", ssh["private"], 0o600)
-    step("files")
+    apply_identity(req, step)
     reseed(base64.b64decode(req["entropy"]))
     with open("/dev/urandom", "rb") as f:
         sample = f.read(16).hex()
@@ -173,8 +190,33 @@ def op_identity(req):
     # in the guest (systemd first), which would otherwise compete with the steps above.
     time.clock_settime(time.CLOCK_REALTIME, float(req["time"]) + (time.monotonic() - t0))
     step("clock")
+    if req.get("persist", True):
+        pending_persist = {k: v for k, v in req.items()
+                           if k not in ("entropy", "time", "id", "op")}
     return {"seconds": time.monotonic() - t0, "random": sample, "time": time.time(),
             "steps": steps}
+
+
+def persist_identity():
+    """Once idle: keep the identity on disk so a rebooted VM comes back as itself."""
+    global pending_persist
+    req, pending_persist = pending_persist, None
+    os.makedirs(os.path.dirname(STATE_FILE), mode=0o700, exist_ok=True)
+    write_file(STATE_FILE, json.dumps(req), 0o600)
+    write_file("/etc/hostname", req["hostname"] + "\n")
+
+
+def restore_identity_at_boot():
+    os.makedirs(RUN_DIR, mode=0o755, exist_ok=True)
+    try:
+        with open(STATE_FILE) as f:
+            req = json.load(f)
+    except (OSError, ValueError):
+        if not os.path.exists(RUN_DIR + "/hosts"):
+            write_file(RUN_DIR + "/hosts", "127.0.0.1 localhost\n")
+        return
+    with contextlib.suppress(Exception):  # a broken state file must not stop the agent
+        apply_identity(req)
 
 
 def op_exec(req):
@@ -223,17 +265,25 @@ def handle(line):
 
 
 def main():
+    restore_identity_at_boot()
     fd = os.open(find_port(), os.O_RDWR | os.O_NONBLOCK)
     poller = select.poll()
     poller.register(fd, select.POLLIN)
     buf = b""
     while True:
-        poller.poll(1000)
+        if not poller.poll(PERSIST_AFTER_IDLE * 1000 if pending_persist else 1000):
+            if pending_persist:
+                with contextlib.suppress(OSError):
+                    persist_identity()
+            continue
         try:
             chunk = os.read(fd, 65536)
         except BlockingIOError:
             continue
         if not chunk:  # host side not connected: poll reports HUP, wait a bit
+            if pending_persist:
+                with contextlib.suppress(OSError):
+                    persist_identity()
             time.sleep(0.02)
             continue
         buf += chunk
@@ -249,4 +299,9 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    if sys.argv[1:] == ["--one"]:  # agentd hands over requests it does not handle itself
+        sys.stdout.write(json.dumps(handle(sys.stdin.buffer.read())) + "\n")
+    else:
+        main()
