@@ -32,8 +32,9 @@ def agent(agentd):
     ours, theirs = socket.socketpair()
     script = (f"mount -t tmpfs none /run && ip tuntap add eth0 mode tap && "
               f"exec {agentd} --fd {theirs.fileno()}")
+    env = {**os.environ, "ANTRIEB_AGENT_PY": str(SOURCE.with_name("agent.py"))}
     proc = subprocess.Popen(["unshare", "--net", "--uts", "--mount", "sh", "-c", script],
-                            pass_fds=[theirs.fileno()])
+                            pass_fds=[theirs.fileno()], env=env)
     theirs.close()
     reader = ours.makefile("rb")
 
@@ -98,3 +99,10 @@ def test_bad_network_settings_are_an_error_reply(agent):
                                 "prefix": 24, "gateway": "10.77.0.1"}))
     assert reply["ok"] is False and "mac" in reply["error"]
     assert agent({"id": 9, "op": "ping"})["ok"]  # still serving
+
+
+def test_other_requests_go_to_the_python_agent(agent):
+    reply = agent({"id": 3, "op": "exec", "cmd": "echo out; echo err >&2; exit 4"})
+    assert reply == {"id": 3, "ok": True, "rc": 4, "out": "out\n", "err": "err\n"}
+    assert agent({"id": 4, "op": "no-such-op"}) == {
+        "id": 4, "ok": False, "error": "KeyError: 'no-such-op'"}

@@ -86,12 +86,20 @@ def qemu_pids() -> set[int]:
     return pids
 
 
-def net_namespaces() -> set[str]:
+def _namespaces(kind: str) -> set[str]:
     found = set()
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                found.add(str((entry / "ns" / "net").readlink()))
+                found.add(str((entry / "ns" / kind).readlink()))
             except OSError:
                 continue
     return found
+
+
+def net_namespaces() -> set[str]:
+    return _namespaces("net")
+
+
+def mount_namespaces() -> set[str]:
+    return _namespaces("mnt")

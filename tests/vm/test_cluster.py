@@ -17,7 +17,7 @@ from antrieb import config, events
 from antrieb.errors import StateError
 from antrieb.vm.supervisor_client import wait_gone
 
-from .conftest import net_namespaces, qemu_pids
+from .conftest import mount_namespaces, net_namespaces, qemu_pids
 
 
 def test_three_nodes_distinct_identity_and_ssh_by_name(cluster_factory):
@@ -122,20 +122,21 @@ def test_two_clusters_do_not_see_each_other(cluster_factory):
 
 
 def test_teardown_leaves_nothing(cluster_factory):
-    before_ns, before_qemu = net_namespaces(), qemu_pids()
+    # Only this cluster's own processes and namespace are checked: other clusters (other
+    # tests, other users of the machine) may come and go meanwhile.
     before_shm = set(os.listdir("/dev/shm"))
     cluster = cluster_factory(nodes=2)
-    pids = set(cluster.driver.stats()[n]["pid"] for n in ("node1", "node2"))
+    pids = {cluster.driver.stats()[n]["pid"] for n in ("node1", "node2")}
     sup = cluster.driver.supervisor_pid()
     cluster_ns = os.readlink(f"/proc/{sup}/ns/net")
+    cluster_mnt = os.readlink(f"/proc/{sup}/ns/mnt")
     assert pids <= qemu_pids()
     cluster.down()
     assert cluster.timings["teardown_s"] < 5
     assert wait_gone(sup, 5)
     assert all(wait_gone(p, 5) for p in pids)
-    assert qemu_pids() <= before_qemu
     assert cluster_ns not in net_namespaces()
-    assert net_namespaces() <= before_ns
+    assert cluster_mnt not in mount_namespaces(), "the tmpfs of overlays outlived the cluster"
     assert set(os.listdir("/dev/shm")) <= before_shm
     runtime = str(config.cache_dir() / "runtime")
     assert f" {runtime} " not in Path("/proc/self/mounts").read_text()

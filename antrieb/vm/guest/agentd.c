@@ -428,7 +428,9 @@ static void op_delegate(const char *line, long id) {
     if (pid == 0) {
         dup2(in[0], 0);
         dup2(outp[1], 1);
-        execl("/usr/bin/python3", "python3", PY_AGENT, "--one", (char *)NULL);
+        const char *agent_py = getenv("ANTRIEB_AGENT_PY"); /* tests point elsewhere */
+        execl("/usr/bin/python3", "python3", agent_py ? agent_py : PY_AGENT, "--one",
+              (char *)NULL);
         _exit(127);
     }
     close(in[0]);
