@@ -167,26 +167,26 @@ class _Build:
         with self.log_path.open("a") as log:
             log.write(f"$ {shlex.join(argv)}\n")
             log.flush()
-            proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                    text=True, errors="replace")
-            assert proc.stdout is not None
-            try:
-                for line in proc.stdout:
-                    log.write(line)
-                    tail.append(line)
-                    if on_line:
-                        on_line(line)
-            except BaseException:
-                # Interrupted: let mmdebstrap undo its mounts before the caller deletes
-                # the build folder.
-                proc.terminate()
+            with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                  text=True, errors="replace") as proc:
+                assert proc.stdout is not None
                 try:
-                    proc.wait(60)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-                raise
-            rc = proc.wait()
+                    for line in proc.stdout:
+                        log.write(line)
+                        tail.append(line)
+                        if on_line:
+                            on_line(line)
+                except BaseException:
+                    # Interrupted: let mmdebstrap undo its mounts before the caller
+                    # deletes the build folder.
+                    proc.terminate()
+                    try:
+                        proc.wait(60)
+                    except subprocess.TimeoutExpired:
+                        proc.kill()
+                        proc.wait()
+                    raise
+                rc = proc.wait()
         if rc != 0:
             raise self.fail(f"{shlex.join(argv[:3])}... exited {rc}:\n" + "".join(tail))
 
