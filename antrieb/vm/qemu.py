@@ -31,7 +31,9 @@ def kernel_append(*, accel: str = "tcg", tsc_khz: int | None = None, extra: str 
     # tsc_early_khz avoids the PIT calibration that hangs ~1 boot in 5 under TCG
     # (microvm has neither HPET nor a PM timer).
     parts = [
-        "console=ttyS0", "quiet", "panic=-1", "mitigations=off", "tsc=reliable",
+        # loglevel=5 rather than quiet: warnings (a failed timer calibration...) reach the
+        # console kept for diagnosis of a boot that hangs.
+        "console=ttyS0", "loglevel=5", "panic=-1", "mitigations=off", "tsc=reliable",
         "no_timer_check", "systemd.show_status=0", "random.trust_cpu=on",
     ]
     if tsc_khz:

@@ -17,6 +17,10 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if "tests/vm/" in str(item.fspath):
             item.add_marker(pytest.mark.vm)
+            # The first test to need an image builds it (and its golden snapshot): on a
+            # fresh, busy machine that can take minutes.
+            if not item.get_closest_marker("timeout"):
+                item.add_marker(pytest.mark.timeout(900))
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
