@@ -190,6 +190,7 @@ def bench_cluster(nodes: Annotated[int, typer.Option(help="Cluster size (1-4).")
             out.print(f"{key:28} {value}")
 
 
+import antrieb.cli_converge  # noqa: E402, F401  (registers run, examples, runs, bench converge)
 
 
 def main() -> None:

@@ -7,13 +7,17 @@
     │   ├── UnknownImageError  image name not in the catalogue (carries the known names)
     │   ├── TooManyNodesError  more nodes than a cluster may have
     │   ├── InvalidNameError   a node name that is not a valid hostname, or a duplicate
-    │   └── RecordingFormatError  an LLM recording file that cannot be read (path, where)
+    │   ├── RecordingFormatError  an LLM recording file that cannot be read (path, where)
+    │   ├── TaskError          a task, example or run record that cannot be used (where, problem)
+    │   └── UnknownNameError   no example / run of that name (carries the known names)
     ├── StateError             a method called in the wrong state (carries state, required)
     ├── MissingToolError       a host program or package is missing (carries the install hint)
     ├── ImageBuildError        building an image failed (carries the step and its output tail)
     ├── VMError                a VM failed to start or to restore (carries console tail, argv)
     │   └── BootTimeout        the VM did not come up in time
     ├── SupervisorError        the process that owns a cluster died or refused a request
+    ├── ConvergeError          a convergence step could not be carried out (carries the step);
+    │                          runs end with a status and a reason, never with this
     ├── NodeError              talking to a node failed
     │   ├── CommandTimeout     a remote command outlived its timeout (carries the partial result)
     │   └── CommandFailed      a remote command exited non-zero with ``check=True`` (carries result)
@@ -56,6 +60,27 @@ class RecordingFormatError(ConfigError):
     def __init__(self, path: Any, where: str, problem: str):
         self.path, self.where, self.problem = path, where, problem
         super().__init__(f"LLM recording {path}: {where}: {problem}")
+
+
+class TaskError(ConfigError):
+    def __init__(self, where: str, problem: str):
+        self.where, self.problem = where, problem
+        super().__init__(f"{where}: {problem}")
+
+
+class UnknownNameError(ConfigError):
+    def __init__(self, what: str, name: str, known: list[str]):
+        self.what, self.name, self.known = what, name, known
+        shown = ", ".join(known[:20]) + (" ..." if len(known) > 20 else "")
+        super().__init__(f"no {what} {name!r}; known: {shown or 'none'}")
+
+
+class ConvergeError(AntriebError):
+    """A step of a convergence run could not be carried out (not: the code under test failed)."""
+
+    def __init__(self, step: str, message: str):
+        self.step = step
+        super().__init__(f"{step}: {message}")
 
 
 class StateError(AntriebError):

@@ -146,9 +146,129 @@ class LLMCallFinished(Event):
     error: str = ""  # a one-line summary; never holds the API key
 
 
+# -- convergence ------------------------------------------------------------------------
+# Emitted by antrieb.converge. Texts (scripts, outputs) are already cut to a tail by the
+# producer; the full artifacts live in the run record.
+
+
+class RunStarted(Event):
+    """A convergence run began: what it was asked, with which model and budgets."""
+
+    kind: Literal["run_started"] = "run_started"
+    run_id: str
+    task_name: str
+    request: str
+    tool: str
+    provider: str
+    model: str
+    budgets: dict[str, float] = Field(default_factory=dict)
+
+
+class IterationStarted(Event):
+    """A fresh cluster is about to be used for one attempt (or the final proof)."""
+
+    kind: Literal["iteration_started"] = "iteration_started"
+    run_id: str
+    iteration: int
+    phase: str  # "attempt" | "verify"
+    nodes: dict[str, str] = Field(default_factory=dict)  # name -> role
+
+
+class StepFinished(Event):
+    """One artifact ran on one node (a role's script, or the playbook on the control node)."""
+
+    kind: Literal["step_finished"] = "step_finished"
+    run_id: str
+    iteration: int
+    node: str
+    role: str
+    artifact: str
+    exit_status: int | None
+    output_tail: str = ""
+    seconds: float = 0.0
+    install_s: float = 0.0
+    timed_out: bool = False
+    changed: int | None = None  # Ansible's changed count, when the step was a playbook
+
+
+class CheckFinished(Event):
+    kind: Literal["check_finished"] = "check_finished"
+    run_id: str
+    iteration: int
+    check: str
+    node: str
+    passed: bool
+    detail: str = ""
+    output_tail: str = ""
+    seconds: float = 0.0
+
+
+class FailureDiagnosed(Event):
+    kind: Literal["failure_diagnosed"] = "failure_diagnosed"
+    run_id: str
+    iteration: int
+    failure_class: str
+    node: str | None = None
+    summary: str = ""
+    evidence: list[str] = Field(default_factory=list)
+
+
+class RecoveryChosen(Event):
+    kind: Literal["recovery_chosen"] = "recovery_chosen"
+    run_id: str
+    iteration: int
+    path: Literal["retry", "troubleshoot"]
+    reason: str
+    failure_class: str
+    evidence: list[str] = Field(default_factory=list)
+
+
+class TroubleshootTurn(Event):
+    """One command the model asked for on the live failed cluster, and what it returned."""
+
+    kind: Literal["troubleshoot_turn"] = "troubleshoot_turn"
+    run_id: str
+    iteration: int
+    turn: int
+    node: str
+    command: str
+    why: str = ""
+    exit_status: int | None = None
+    output_tail: str = ""
+    seconds: float = 0.0
+
+
+class Synthesized(Event):
+    kind: Literal["synthesized"] = "synthesized"
+    run_id: str
+    tool: str
+    artifacts: dict[str, str] = Field(default_factory=dict)  # role (or "playbook") -> text
+    notes: str = ""
+
+
+class IterationFinished(Event):
+    kind: Literal["iteration_finished"] = "iteration_finished"
+    run_id: str
+    iteration: int
+    phase: str
+    passed: bool
+    timings: dict[str, float] = Field(default_factory=dict)
+
+
+class RunFinished(Event):
+    kind: Literal["run_finished"] = "run_finished"
+    run_id: str
+    status: Literal["converged", "failed", "stopped", "budget_exhausted"]
+    reason: str
+    iterations: int = 0
+    seconds: float = 0.0
+
+
 AnyEvent = Annotated[
     ImageBuildProgress | ImageBuilt | GoldenSnapshotReady | ClusterStateChanged
-    | VMStateChanged | ClusterReady | CommandFinished | LLMExchange | LLMCallFinished,
+    | VMStateChanged | ClusterReady | CommandFinished | LLMExchange | LLMCallFinished
+    | RunStarted | IterationStarted | StepFinished | CheckFinished | FailureDiagnosed
+    | RecoveryChosen | TroubleshootTurn | Synthesized | IterationFinished | RunFinished,
     Field(discriminator="kind"),
 ]
 event_adapter: TypeAdapter[AnyEvent] = TypeAdapter(AnyEvent)
