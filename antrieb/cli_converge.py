@@ -79,6 +79,15 @@ def _exit_for(status: str) -> None:
         raise typer.Exit(1)
 
 
+def _report(result: Any, as_json: bool) -> None:
+    """Print a run's result (JSON or a summary) and exit with its status's code."""
+    if as_json:
+        _print_json(result.model_dump(mode="json"))
+    else:
+        _show_result(result)
+    _exit_for(result.status)
+
+
 def _show_result(result: Any) -> None:
     out.print(f"[bold]{result.status}[/bold]: {escape(result.reason)}")
     if result.final is not None:
@@ -115,11 +124,7 @@ def examples_run(name: str, as_json: JsonOpt = False) -> None:
 
     example = _run(load_example, name)
     result = _converge(lambda: example.converger().run())
-    if as_json:
-        _print_json(result.model_dump(mode="json"))
-    else:
-        _show_result(result)
-    _exit_for(result.status)
+    _report(result, as_json)
 
 
 @app.command("run")
@@ -149,11 +154,7 @@ def run_task(request: str,
         return Converger(task, provider=llm).run()
 
     result = _converge(go)
-    if as_json:
-        _print_json(result.model_dump(mode="json"))
-    else:
-        _show_result(result)
-    _exit_for(result.status)
+    _report(result, as_json)
 
 
 @runs_app.command("list")

@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import base64
 import io
 import shlex
 import socket
@@ -196,9 +195,3 @@ class NodeSession:
                 self._transport.close()
                 self._transport = None
 
-
-def fingerprint(public_openssh: str) -> str:
-    import hashlib
-
-    blob = base64.b64decode(public_openssh.split()[1])
-    return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")

@@ -79,7 +79,7 @@ def golden_key(image_hash: str, mem_mb: int, cpus: int, accel: str, append: str)
     shape = VMSpec(name="x", kernel="k", initrd="i", append=append, accel=accel,  # type: ignore[arg-type]
                    mem_mb=mem_mb, cpus=cpus, base_disk="d", mem_path="m", incoming="s",
                    mac="m", tap="t")
-    argv = qemu_argv(shape, disk="d", monitor_fd=0, agent_fd=0, console_path="c", incoming_fd=0)
+    argv = qemu_argv(shape, monitor_fd=0, agent_fd=0, console_path="c", incoming_fd=0)
     text = f"{GOLDEN_VERSION}|{image_hash}|{' '.join(argv)}|{_qemu_version()}"
     return hashlib.sha256(text.encode()).hexdigest()
 

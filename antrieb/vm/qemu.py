@@ -48,16 +48,16 @@ def kernel_append(*, accel: str = "tcg", tsc_khz: int | None = None, extra: str 
     return " ".join(parts)
 
 
-def _drive(spec: VMSpec, disk: str | None) -> str:
+def _drive(spec: VMSpec) -> str:
     if spec.disk:  # a persistent overlay (the golden's): written back properly
         return f"id=d0,file={spec.disk},format=qcow2,if=none,discard=unmap"
     # A throw-away overlay that QEMU itself creates in $TMPDIR (the supervisor's private
     # tmpfs) and deletes: no qemu-img process per clone.
-    return (f"id=d0,file={disk or spec.base_disk},format={spec.base_format},if=none,"
+    return (f"id=d0,file={spec.base_disk},format={spec.base_format},if=none,"
             "snapshot=on,cache=unsafe,discard=unmap")
 
 
-def qemu_argv(spec: VMSpec, *, disk: str | None = None, monitor_fd: int, agent_fd: int,
+def qemu_argv(spec: VMSpec, *, monitor_fd: int, agent_fd: int,
               console_path: str, incoming_fd: int | None = None,
               binary: str = QEMU_BINARY) -> list[str]:
     """The argv that starts ``spec``; monitor and agent are inherited socket fds, and a
@@ -73,7 +73,7 @@ def qemu_argv(spec: VMSpec, *, disk: str | None = None, monitor_fd: int, agent_f
         "-m", str(spec.mem_mb), "-smp", str(spec.cpus),
         "-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
         "-kernel", spec.kernel, "-initrd", spec.initrd, "-append", spec.append,
-        "-drive", _drive(spec, disk),
+        "-drive", _drive(spec),
         "-device", "virtio-blk-device,drive=d0",
         "-netdev", f"tap,id=n0,ifname={spec.tap},script=no,downscript=no",
         # No control queue: the guest then changes its MAC locally and at once (the device

@@ -53,7 +53,6 @@ class RunningVM:
     qmp_sock: socket.socket
     agent: AgentClient
     console: Path
-    disk: str
     state_fd: int | None = None  # the fd number QEMU inherited the golden state as
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -108,11 +107,10 @@ class Supervisor:
     def _spawn(self, spec: VMSpec) -> RunningVM:
         """Start QEMU for spec. Must run on the main thread (PDEATHSIG is per thread)."""
         console = self.runtime / f"{spec.name}.console"
-        disk = spec.disk or spec.base_disk
         mon_ours, mon_theirs = socket.socketpair()
         ag_ours, ag_theirs = socket.socketpair()
         state_fd = os.open(spec.incoming, os.O_RDONLY) if spec.incoming else None
-        argv = qemu_argv(spec, disk=disk, monitor_fd=mon_theirs.fileno(),
+        argv = qemu_argv(spec, monitor_fd=mon_theirs.fileno(),
                          agent_fd=ag_theirs.fileno(), console_path=str(console),
                          incoming_fd=state_fd, binary=self.qemu)
         prefix = [self.setpriv, "--pdeathsig", "KILL", "--"] if self.setpriv else []
@@ -129,7 +127,7 @@ class Supervisor:
             ag_theirs.close()
             if state_fd is not None:
                 os.close(state_fd)
-        vm = RunningVM(spec, proc, mon_ours, AgentClient(ag_ours), console, disk, state_fd)
+        vm = RunningVM(spec, proc, mon_ours, AgentClient(ag_ours), console, state_fd)
         self.vms[spec.name] = vm
         return vm
 

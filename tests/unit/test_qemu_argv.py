@@ -17,7 +17,7 @@ def spec(**kw) -> VMSpec:
 
 
 def argv_of(s: VMSpec) -> str:
-    return " ".join(qemu_argv(s, disk="/run/x.qcow2", monitor_fd=5, agent_fd=6,
+    return " ".join(qemu_argv(s, monitor_fd=5, agent_fd=6,
                               console_path="/run/c", incoming_fd=7 if s.incoming else None))
 
 
@@ -66,5 +66,5 @@ def test_probe_without_kvm_device(monkeypatch, tmp_path):
 
 def test_restore_needs_the_state_fd():
     with pytest.raises(ValueError, match="incoming_fd"):
-        qemu_argv(spec(incoming="/golden/state"), disk="/d", monitor_fd=5, agent_fd=6,
+        qemu_argv(spec(incoming="/golden/state"), monitor_fd=5, agent_fd=6,
                   console_path="/c")
