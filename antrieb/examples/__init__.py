@@ -7,6 +7,9 @@ An example is a folder ``antrieb/examples/<name>/`` with
 - ``conversation.yaml``: a replay recording (:mod:`antrieb.llm.replay`) whose first
   attempts make the mistakes models really make. For readability an exchange may give
   ``answer`` (a mapping) instead of ``response`` (its JSON text).
+- ``run/``: the record of one real run of the example on VMs (``run.json``,
+  ``events.jsonl``, ``llm.jsonl``; see :mod:`antrieb.converge.record`), kept so that what
+  only renders a run (widgets, reports, dashboards) has a real one to show without VMs.
 
 Examples run offline: the model is the recording, the VMs are real.
 
@@ -55,6 +58,11 @@ class Example(BaseModel):
 
         return Converger(self.task, provider=self.provider(),
                          meta={"example": self.name}, **kwargs)
+
+    def reference_run(self) -> Path | None:
+        """The folder of this example's recorded real run, if one ships with it."""
+        folder = Path(self.folder) / "run"
+        return folder if (folder / "run.json").exists() else None
 
     def summary(self) -> dict[str, Any]:
         t = self.task
