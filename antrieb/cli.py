@@ -190,6 +190,30 @@ def bench_cluster(nodes: Annotated[int, typer.Option(help="Cluster size (1-4).")
             out.print(f"{key:28} {value}")
 
 
+@bench_app.command("soak")
+def bench_soak(clusters: Annotated[int, typer.Option(help="Clusters up and down in a row.")]
+               = 100, nodes: Annotated[int, typer.Option(help="Nodes per cluster (1-4).")] = 2,
+               image: Annotated[str, typer.Option(help="Image.")] = "debian-12",
+               as_json: JsonOpt = False) -> None:
+    """Many clusters in a row; counts of processes, files, namespaces, disk before/after.
+
+    Example: antrieb bench soak --clusters 100 --json
+    """
+    from antrieb.bench_soak import bench_soak as run_soak
+
+    if not 10 <= clusters <= 10000:
+        err.print("[red]error:[/red] --clusters must be 10..10000 (first 10 vs last 10)")
+        raise typer.Exit(2)
+    figures = _run(run_soak, clusters=clusters, nodes=nodes, image=image,
+                   progress=lambda i, s: err.print(f"[dim]cluster {i}: ready {s:.2f}s[/dim]"))
+    if as_json:
+        _print_json(figures)
+    else:
+        for key, value in figures.items():
+            out.print(f"{key:20} {value}", markup=False)
+    raise typer.Exit(0 if figures["no_growth"] else 1)
+
+
 import antrieb.cli_converge  # noqa: E402, F401  (registers run, examples, runs, bench converge)
 
 
