@@ -24,6 +24,7 @@ _EXPORTS = {
     "Result": "antrieb.ssh",
     "AntriebError": "antrieb.errors",
     "events": "antrieb.events",
+    "runs": "antrieb.store",
 }
 
 if TYPE_CHECKING:
@@ -31,8 +32,9 @@ if TYPE_CHECKING:
     from antrieb.cluster import Cluster, Node, NodeSpec
     from antrieb.errors import AntriebError
     from antrieb.ssh import Result
+    from antrieb.store import runs
 
-__all__ = ["AntriebError", "Cluster", "Node", "NodeSpec", "Result", "events"]
+__all__ = ["AntriebError", "Cluster", "Node", "NodeSpec", "Result", "events", "runs"]
 
 
 def __getattr__(name: str) -> Any:

@@ -103,11 +103,15 @@ class Converger:
         inner = provider if provider is not None and not isinstance(provider, str) \
             else get_provider(provider)
         self.recorder: RunRecorder | None = None
+        self.store: Any = None  # antrieb.store.LiveWriter: rows as events arrive
         if record:
             self.recorder = RunRecorder(
                 self.run_id, task.model_dump(mode="json"),
                 {"budgets": self.budgets.model_dump(), "provider": inner.name,
                  "model": inner.model, **(meta or {})})
+            from antrieb.store import LiveWriter  # never raises: a failing store is skipped
+
+            self.store = LiveWriter(self.run_id, {**self.recorder.base(), "state": "running"})
             self.provider: Provider = RecordingProvider(inner, self.recorder.llm_path)
         else:
             self.provider = inner
@@ -157,6 +161,8 @@ class Converger:
     def _on_event(self, event: events.Event) -> None:
         if self.recorder is not None:
             self.recorder.event(event)
+        if self.store is not None:
+            self.store.event(event)
         if isinstance(event, events.LLMCallFinished):
             self._tokens += event.prompt_tokens + event.completion_tokens
             self.result.cost.prompt_tokens += event.prompt_tokens
@@ -288,6 +294,9 @@ class Converger:
         self._save(status)
         if self.recorder is not None:
             self.recorder.close()
+        if self.store is not None and self.recorder is not None:
+            self.store.finish({**self.recorder.base(), "state": status,
+                               "result": self.result.model_dump(mode="json")})
 
     def _run(self) -> tuple[Status, str]:
         artifacts = self._design()

@@ -55,6 +55,10 @@ class RunRecorder:
         self._base = {"run_id": run_id, "task": task, "created": time.time(), **meta}
         self.write("running", None)
 
+    def base(self) -> dict[str, Any]:
+        """What ``run.json`` says besides state and result (task, meta, folder)."""
+        return {**self._base, "dir": str(self.dir)}
+
     def event(self, event: events.Event) -> None:
         line = event.model_dump_json()
         with self._lock:

@@ -1,0 +1,237 @@
+"""The run store on SQLite: recorded runs imported, live runs written as events arrive,
+partial runs readable, migrations, experiments, export, and no secrets.
+
+PostgreSQL and the Grafana panels are tested in tests/integration/ (a real server)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+import antrieb
+from antrieb import store
+from antrieb.errors import TaskError, UnknownNameError
+from antrieb.examples import load_example, names
+
+from .converge.fakes import LoadBalancerWorld, host_assertions_pass
+
+DATA = Path(__file__).parent / "store_data"
+EXAMPLE_RUNS = [load_example(n).reference_run() for n in names()
+                if load_example(n).reference_run() is not None]
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("ANTRIEB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("ANTRIEB_STORE", raising=False)
+
+
+@pytest.fixture
+def fake_testinfra(monkeypatch):
+    from antrieb.converge import checks
+
+    monkeypatch.setattr(checks, "_assert_host", host_assertions_pass)
+    monkeypatch.setattr(checks, "_sleep", lambda seconds: None)
+
+
+def _counts(db: store.Database) -> dict[str, int]:
+    return {t: db.count(t) for t in store.TABLES}
+
+
+def test_recorded_runs_import_once_whatever_the_number_of_imports():
+    assert len(EXAMPLE_RUNS) >= 4
+    ids = [store.ingest_run(d) for d in EXAMPLE_RUNS]
+    db = store.connect()
+    first = _counts(db)
+    for d in EXAMPLE_RUNS:
+        store.ingest_run(d)
+    assert _counts(db) == first
+    assert first["runs"] == len(ids) and first["iterations"] >= 3 * len(ids)
+    for t in ("steps", "commands", "checks", "failures", "recovery_decisions", "llm_calls",
+              "troubleshoot_turns", "logs"):
+        assert first[t] > 0, t
+    # each run's rows match its record: iterations, decisions, tokens
+    for folder in EXAMPLE_RUNS:
+        record = json.loads((folder / "run.json").read_text())
+        result = record["result"]
+        run = store.get_run(record["run_id"])
+        assert run["status"] == result["status"] == "converged"
+        assert len(run["iterations"]) == len(result["iterations"])
+        assert [d["path"] for d in run["decisions"]] == [
+            it["recovery"]["path"] for it in result["iterations"] if it["recovery"]]
+        assert run["prompt_tokens"] == result["cost"]["prompt_tokens"]
+        assert run["final_artifacts"] == (result["final"].get("scripts")
+                                         or {"playbook": result["final"].get("playbook")})
+        explained = [it for it in run["iterations"] if it["explanation"]]
+        assert len(explained) == sum(1 for it in result["iterations"] if it["explanation"])
+    db.close()
+
+
+def test_runs_dataframe():
+    for d in EXAMPLE_RUNS:
+        store.ingest_run(d)
+    df = antrieb.runs()
+    assert list(df["created"]) == sorted(df["created"], reverse=True)
+    assert set(df["status"]) == {"converged"}
+    row = df[df.task_name == "haproxy-nginx"].iloc[0]
+    assert row.iterations == 3 and row.paths == "troubleshoot" and row.tokens > 0
+    assert {"run_id", "reason", "total_s", "in_vm_s", "created_at"} <= set(df.columns)
+    assert len(antrieb.runs(status="failed")) == 0
+
+
+def _live_run(meta: dict | None = None):
+    from antrieb.converge import Converger
+
+    example = load_example("nginx-lb")
+    return Converger(example.task, provider=example.provider(), meta=meta or {},
+                     cluster_factory=LoadBalancerWorld().factory()).run()
+
+
+def test_a_live_run_is_written_as_it_goes_and_matches_its_import(fake_testinfra, tmp_path):
+    seen_while_running: list[int] = []
+    from antrieb import events
+
+    def peek(event):
+        if isinstance(event, events.CheckFinished):  # mid-run: a second reader looks
+            conn = sqlite3.connect(store.default_url())
+            seen_while_running.append(conn.execute("SELECT COUNT(*) FROM checks").fetchone()[0])
+            conn.close()
+
+    with events.subscribed(peek):
+        result = _live_run()
+    assert result.status == "converged"
+    assert seen_while_running and seen_while_running[-1] >= 1
+    db = store.connect()
+    live = _counts(db)
+    run = store.get_run(result.run_id)
+    assert run["status"] == "converged" and run["iteration_count"] == 3
+    assert [d["path"] for d in run["decisions"]] == result.paths()
+    assert run["vm_seconds"] == pytest.approx(result.cost.vm_seconds)
+    # importing the run's record into a fresh store gives the very same rows
+    other = store.connect(str(tmp_path / "other.sqlite"))
+    store.ingest_run(result.record_dir, db=other)
+    assert _counts(other) == live
+    for table in ("steps", "checks", "logs", "llm_calls"):
+        assert sorted(r[0] for r in db.rows(f"SELECT event_id FROM {table}")[1]) == sorted(
+            r[0] for r in other.rows(f"SELECT event_id FROM {table}")[1])
+    store.ingest_run(result.record_dir)  # and into the live store: nothing new
+    assert _counts(db) == live
+
+
+def test_a_crashed_run_is_readable(tmp_path):
+    """A run whose process died: run.json says running, events.jsonl ends mid-line."""
+    src = EXAMPLE_RUNS[0]
+    crashed = tmp_path / "crashed"
+    crashed.mkdir()
+    record = json.loads((src / "run.json").read_text())
+    record.update(state="running", result=None)
+    (crashed / "run.json").write_text(json.dumps(record))
+    lines = (src / "events.jsonl").read_text().splitlines()
+    cut = next(i for i, line in enumerate(lines) if '"check_finished"' in line)
+    (crashed / "events.jsonl").write_text("\n".join(lines[:cut + 1]) + "\n" + lines[cut + 1][:40])
+    store.ingest_run(crashed)
+    run = store.get_run(record["run_id"])
+    assert run["status"] == "running" and run["reason"] is None
+    assert run["checks"] and run["steps"] and run["iterations"]
+    assert antrieb.runs().iloc[0]["status"] == "running"
+
+
+def test_the_live_writer_never_fails_a_run(fake_testinfra, monkeypatch, capsys):
+    monkeypatch.setenv("ANTRIEB_STORE", "/proc/no-such-dir/store.sqlite")
+    result = _live_run()
+    assert result.status == "converged"
+    assert "run store disabled" in capsys.readouterr().err
+    monkeypatch.setenv("ANTRIEB_STORE", "off")
+    assert _live_run().status == "converged"
+
+
+def test_migrations_are_versioned_and_applied_once(tmp_path):
+    path = tmp_path / "s.sqlite"
+    db = store.connect(str(path))
+    assert db.version() == store.LATEST
+    assert db.migrate() == []  # nothing left to apply
+    rows = db.rows("SELECT version, description FROM schema_version")[1]
+    assert [r[0] for r in rows] == [m.version for m in store.MIGRATIONS]
+    db.execute("INSERT INTO schema_version VALUES (?, ?, ?)", (store.LATEST + 1, "future", 0))
+    db.close()
+    with pytest.raises(store.StoreError, match="upgrade antrieb"):
+        store.connect(str(path))
+
+
+def test_no_column_can_hold_a_prompt_or_a_key(fake_testinfra, monkeypatch):
+    canary = "sk-canary-0123456789abcdef"
+    monkeypatch.setenv("OPENAI_API_KEY", canary)
+    result = _live_run(meta={"example": f"nginx-lb {canary}"})  # a key quoted by mistake
+    db = store.connect()
+    for table in store.TABLES:
+        names_, rows = db.rows(f"SELECT * FROM {table}")
+        assert not {"api_key", "key", "messages", "prompt", "response"} & set(names_)
+        assert canary not in json.dumps(rows, default=str), table
+    assert store.get_run(result.run_id)["example"] == "nginx-lb [redacted]"
+    names_, _ = db.rows("SELECT * FROM llm_calls")
+    assert set(names_) == {"event_id", "run_id", "iteration", "at", "call_id", "purpose",
+                           "provider", "model", "attempt", "ok", "prompt_tokens",
+                           "completion_tokens", "seconds"}
+
+
+def _runs_folder_with_examples() -> None:
+    from antrieb.converge.record import runs_dir
+
+    for d in EXAMPLE_RUNS:
+        run_id = json.loads((d / "run.json").read_text())["run_id"]
+        shutil.copytree(d, runs_dir() / run_id)
+
+
+def test_experiments_import_with_their_parameters_and_runs():
+    _runs_folder_with_examples()
+    store.ingest_experiment(DATA / "experiment.json")
+    db = store.connect()
+    first = _counts(db)
+    store.ingest_experiment(DATA / "experiment.json")
+    assert _counts(db) == first
+    assert first["experiments"] == 1 and first["experiment_points"] == 3
+    assert first["experiment_parameters"] == 9 and first["experiment_runs"] == 3
+    assert first["runs"] == 3  # the runs it names were imported from the runs folder
+    points = db.dicts("SELECT idx, status, error, label FROM experiment_points ORDER BY idx")
+    assert points[0]["label"] == "example=nginx-lb, max_iterations=4, tool=shell"
+    assert points[2]["status"] == "failed" and "AssertionError" in points[2]["error"]
+    nums = db.dicts("SELECT idx, value_num FROM experiment_parameters WHERE name = ? "
+                    "ORDER BY idx", ["max_iterations"])
+    assert [r["value_num"] for r in nums] == [4.0, 8.0, 1.0]
+    runs = antrieb.runs()
+    assert set(runs["experiment_id"]) == {"e20261130-070000-lbgrid"}
+    assert sorted(runs["experiment_index"]) == [0, 1, 2]
+
+
+def test_bad_input_is_a_clear_error(tmp_path):
+    with pytest.raises(TaskError, match="cannot read"):
+        store.ingest_experiment(tmp_path / "missing.json")
+    (tmp_path / "x.json").write_text("{not json")
+    with pytest.raises(TaskError, match="not JSON"):
+        store.ingest_experiment(tmp_path / "x.json")
+    (tmp_path / "y.json").write_text(json.dumps({"grid": []}))
+    with pytest.raises(TaskError, match="no experiment_id"):
+        store.ingest_experiment(tmp_path / "y.json")
+    with pytest.raises(TaskError, match="cannot read"):
+        store.ingest_run(tmp_path)
+    with pytest.raises(UnknownNameError):
+        store.get_run("r-nope")
+    with pytest.raises(store.StoreError, match="no table"):
+        store.table("users")
+    assert store.connect().count("runs") == 0  # nothing half-written
+
+
+def test_export_copies_without_duplicates(tmp_path):
+    for d in EXAMPLE_RUNS:
+        store.ingest_run(d)
+    store.ingest_experiment(DATA / "experiment.json")
+    target = str(tmp_path / "copy.sqlite")
+    once = store.export(to=target)
+    twice = store.export(to=target)
+    assert once == twice == _counts(store.connect())
+    with pytest.raises(TaskError, match="reads from"):
+        store.export(to=store.default_url())
