@@ -268,8 +268,14 @@ class Cluster:
         return getter(image) if getter else None
 
     def down(self) -> None:
-        """Stop every node and free everything. Idempotent."""
-        with self._lock:
+        """Stop every node and free everything. Idempotent; from another thread while
+        ``up()`` runs, it kills the start at once (``up()`` then fails and rolls back)."""
+        if not self._lock.acquire(blocking=False):
+            # up() holds the lock for seconds (restore, identity, sshd): waiting for it
+            # would keep a stopped cluster alive that long. Killed, it fails fast instead.
+            self.driver.kill()
+            self._lock.acquire()
+        try:
             if self.state in (ClusterState.DOWN, ClusterState.NEW):
                 if self.state is ClusterState.NEW:
                     self._set_state(ClusterState.DOWN)
@@ -284,6 +290,8 @@ class Cluster:
             finally:
                 self.timings["teardown_s"] = time.monotonic() - t0
                 self._set_state(ClusterState.DOWN)
+        finally:
+            self._lock.release()
 
     def _teardown(self, kill: bool) -> None:
         for node in self.nodes:
@@ -348,3 +356,10 @@ class Cluster:
     def __repr__(self) -> str:
         nodes = ", ".join(f"{p.name}={p.ip}" for p in self.plans)
         return f"<Cluster {self.id} {self.state.value} [{nodes}]>"
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
+        """In a notebook: a compact live widget and a static HTML table (nbconvert, code
+        hosts). Rendering lives in antrieb.notebook; loaded only when displayed."""
+        from antrieb.notebook.cluster_view import cluster_bundle
+
+        return cluster_bundle(self)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 import sys
+import threading
 from typing import Any
 
 from antrieb import config
@@ -42,6 +43,8 @@ class QemuDriver:
         self.goldens: dict[str, Golden] = {}
         self.sup: SupervisorClient | None = None
         self._consoles: dict[str, str] = {}
+        self._killed = False  # kill() came first: a later start() must not launch anything
+        self._sup_lock = threading.Lock()
 
     def prepare(self, images: set[str]) -> None:
         for image in sorted(images):
@@ -57,8 +60,11 @@ class QemuDriver:
 
     def start(self, plans: list[NodePlan], identities: list[Identity]) -> dict[str, dict]:
         self.prepare({p.image for p in plans})
-        self.sup = SupervisorClient(apt_cache=str(config.cache_dir() / "apt-cache"),
-                                    upstreams=apt_upstreams())
+        # registered as soon as it exists: a kill() from another thread during the start
+        # (a stopped run) reaches it, and the start fails at once
+        SupervisorClient(apt_cache=str(config.cache_dir() / "apt-cache"),
+                         upstreams=apt_upstreams(), on_spawn=self._adopt)
+        assert self.sup is not None
         specs = [self.goldens[p.image].clone_spec(p.name, p.mac, f"tap{p.index}").model_dump()
                  for p in plans]
         reply = self.sup.request("launch", wait=RESTORE_TIMEOUT + 30, vms=specs,
@@ -117,6 +123,17 @@ class QemuDriver:
         if self.sup is not None:
             self.sup.shutdown()
 
+    def _adopt(self, sup: SupervisorClient) -> None:
+        with self._sup_lock:
+            self.sup = sup
+            killed = self._killed
+        if killed:  # stopped before the supervisor even started
+            sup.kill()
+            raise VMError("?", "the cluster was stopped while it started")
+
     def kill(self) -> None:
-        if self.sup is not None:
-            self.sup.kill()
+        with self._sup_lock:
+            self._killed = True
+            sup = self.sup
+        if sup is not None:
+            sup.kill()

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from antrieb import config
@@ -30,7 +31,10 @@ class SupervisorClient:
     """Starts a supervisor and sends it requests, one at a time."""
 
     def __init__(self, *, apt_cache: str = "", upstreams: dict[str, str] | None = None,
-                 start_timeout: float = 30.0):
+                 start_timeout: float = 30.0,
+                 on_spawn: Callable[[SupervisorClient], None] | None = None):
+        """``on_spawn(self)`` runs once the process exists, before it is ready: an owner
+        that registers the client there can :meth:`kill` it during the start."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self._sock = ours
         self._lock = threading.Lock()
@@ -46,6 +50,8 @@ class SupervisorClient:
         self.proc = subprocess.Popen(argv, pass_fds=(theirs.fileno(),), env=env,
                                      stdin=subprocess.DEVNULL, start_new_session=True)
         theirs.close()
+        if on_spawn is not None:
+            on_spawn(self)
         hello = self._recv(start_timeout)
         if not hello.get("ok"):
             self.kill()
