@@ -294,13 +294,17 @@ class Cluster:
             self._lock.release()
 
     def _teardown(self, kill: bool) -> None:
-        for node in self.nodes:
-            with contextlib.suppress(Exception):
-                node._session.close()
-        if kill:
-            self.driver.kill()
-        else:
-            self.driver.stop()
+        # VMs first: a session closing can wait on a half-done SSH handshake, and a
+        # stopped cluster must not run on meanwhile
+        try:
+            if kill:
+                self.driver.kill()
+            else:
+                self.driver.stop()
+        finally:
+            for node in self.nodes:
+                with contextlib.suppress(Exception):
+                    node._session.close()
         for node in self.nodes:
             if node.state is not VMState.STOPPED:
                 self._set_vm_state(node, VMState.STOPPED)

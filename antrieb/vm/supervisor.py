@@ -281,7 +281,7 @@ class Supervisor:
         self._kill(names)
         return {"ok": True}
 
-    def _kill(self, names: list[str]) -> None:
+    def _kill(self, names: list[str], remove_taps: bool = True) -> None:
         vms = [self.vms.pop(n) for n in names if n in self.vms]
         for vm in vms:
             vm.kill()
@@ -290,11 +290,13 @@ class Supervisor:
             vm.agent.close()
             vm.qmp_sock.close()
         taps = [vm.spec.tap for vm in vms]
-        namespaces.remove_taps(taps)
+        if remove_taps:
+            namespaces.remove_taps(taps)
         self.taps = [t for t in self.taps if t not in taps]
 
     def shutdown(self) -> None:
-        self._kill(list(self.vms))
+        # the taps go with the network namespace when this process exits: no `ip` run
+        self._kill(list(self.vms), remove_taps=False)
 
     # -- the control loop ---------------------------------------------------------
 
@@ -388,7 +390,10 @@ def main(argv: list[str] | None = None) -> int:
         sup.serve()
     finally:
         sup.shutdown()
-    return 0
+    # no interpreter teardown (daemon threads, module cleanup): the owner waits for us
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":
