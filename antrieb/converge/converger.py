@@ -23,6 +23,7 @@ Example::
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 import traceback
@@ -68,6 +69,15 @@ class Budgets(BaseModel):
     step_timeout_s: float = Field(default=900.0, gt=0)
 
 
+def experiment_meta() -> dict[str, Any]:
+    """``ANTRIEB_EXPERIMENT="<experiment_id>/<index>"`` (set by antrieb.notebook's
+    experiments for the papermill kernel) tags the run with its experiment entry."""
+    xid, _, index = os.environ.get("ANTRIEB_EXPERIMENT", "").partition("/")
+    if not xid or not index.isdigit():
+        return {}
+    return {"experiment_id": xid, "experiment_index": int(index)}
+
+
 class _Halted(Exception):
     """Raised at the next checkpoint after stop(), a budget or Ctrl-C."""
 
@@ -108,7 +118,7 @@ class Converger:
             self.recorder = RunRecorder(
                 self.run_id, task.model_dump(mode="json"),
                 {"budgets": self.budgets.model_dump(), "provider": inner.name,
-                 "model": inner.model, **(meta or {})})
+                 "model": inner.model, **experiment_meta(), **(meta or {})})
             from antrieb.store import LiveWriter  # never raises: a failing store is skipped
 
             self.store = LiveWriter(self.run_id, {**self.recorder.base(), "state": "running"})

@@ -1,0 +1,138 @@
+"""The live run widget: ipywidgets panes and plotly charts over a :class:`RunState`.
+
+Events arrive on any thread (the engine applies artifacts in worker threads); each one
+is folded into the state and the panes whose HTML changed are updated, which sends a
+comm message the front end applies at once, also while the cell is still running. The
+widget never drives the run: a Stop button, when given a callback, only calls it.
+
+Displayed, it is both the live widget and a static HTML copy of the run
+(``text/html`` next to the widget view in the output), refreshed when the run ends,
+so an executed notebook reads well without a kernel.
+
+Example::
+
+    w = RunWidget()
+    display(w)
+    with events.subscribed(w.on_event):
+        Converger(task).run()
+    w.finish()
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from antrieb import events
+from antrieb.notebook import charts, render
+from antrieb.notebook.state import RunState
+
+# Events after which the charts change (their figures are redrawn only then).
+_CHART_KINDS = {"iteration_finished", "cluster_state", "cluster_ready", "llm_call_finished",
+                "run_finished", "troubleshoot_turn"}
+
+
+def _figure_widget(fig: Any) -> Any:
+    """plotly's FigureWidget (an anywidget since plotly 6): updates in place when redrawn."""
+    import plotly.graph_objects as go
+
+    return go.FigureWidget(fig)
+
+
+class RunWidget:
+    """Live view of one convergence run. ``on_event`` is the listener to subscribe."""
+
+    def __init__(self, state: RunState | None = None, *,
+                 on_stop: Callable[[], None] | None = None) -> None:
+        import ipywidgets as w
+
+        self.state = state or RunState()
+        self._lock = threading.Lock()
+        self._handle: Any = None
+        self._drawn: Any = None
+        self.header = w.HTML(layout=w.Layout(width="100%"))
+        self.cluster = w.HTML()
+        self.timeline = w.HTML(layout=w.Layout(width="100%"))
+        self.transcript = w.HTML(layout=w.Layout(width="100%"))
+        self.final = w.HTML(layout=w.Layout(width="100%"))
+        self.iteration_chart = _figure_widget(charts.iteration_figure(self.state.view))
+        self.node_chart = _figure_widget(charts.node_figure(self.state.view))
+        charts_box = w.HBox([self.iteration_chart, self.node_chart],
+                            layout=w.Layout(width="100%"))
+        charts_box.add_class("antrieb-charts")
+        children: list[Any] = [self.header, self.cluster, self.timeline, charts_box,
+                               self.transcript, self.final]
+        self.stop_button = None
+        if on_stop is not None:
+            self.stop_button = w.Button(description="Stop run", button_style="danger",
+                                        icon="stop")
+            self.stop_button.on_click(lambda _b: on_stop())
+            children.insert(1, self.stop_button)
+        self.box = w.VBox(children, layout=w.Layout(width="100%"))
+        self.box.add_class("antrieb-run-widget")
+        self.refresh(charts_too=True)
+
+    # -- feeding ----------------------------------------------------------------------
+
+    def on_event(self, event: events.Event) -> None:
+        """Fold one event in and redraw what changed (safe from any thread)."""
+        if self.state.apply(event):
+            self.refresh(charts_too=event.kind in _CHART_KINDS)
+
+    def refresh(self, charts_too: bool = False) -> None:
+        with self._lock, self.state.lock:
+            v = self.state.view
+            css = render.CSS
+            self.header.value = f'{css}<div class="antrieb-run">{render.header(v)}</div>'
+            self.cluster.value = f'<div class="antrieb-run">{render.cluster_panel(v)}</div>'
+            self.timeline.value = f'<div class="antrieb-run">{render.timeline(v)}</div>'
+            self.transcript.value = f'<div class="antrieb-run">{render.transcript(v)}</div>'
+            self.final.value = f'<div class="antrieb-run">{render.final(v)}</div>'
+            if charts_too:
+                self._redraw(v)
+            if self.stop_button is not None and v.status not in ("waiting", "running"):
+                self.stop_button.disabled = True
+
+    def _redraw(self, v: Any) -> None:
+        """Move the new figures into the existing traces (only when they changed:
+        every trait change is a message to the front end)."""
+        x, ys = charts.iteration_series(v)
+        y, xs = charts.node_series(v)
+        if (x, ys, y, xs) == self._drawn:
+            return
+        self._drawn = (x, ys, y, xs)
+        with self.iteration_chart.batch_update():
+            for trace in self.iteration_chart.data:
+                trace.x, trace.y = x, ys[trace.name]
+        with self.node_chart.batch_update():
+            for trace in self.node_chart.data:
+                trace.y, trace.x = y, xs[trace.name]
+            self.node_chart.layout.height = charts.node_height(len(y))
+
+    def finish(self) -> None:
+        """The run is over: final redraw, and the static HTML copy in the output updated."""
+        self.refresh(charts_too=True)
+        if self._handle is not None:
+            self._handle.update(self)
+
+    # -- display ----------------------------------------------------------------------
+
+    def display(self) -> RunWidget:
+        """Show the widget in the current cell (keeps the handle to update its copy)."""
+        from IPython.display import display
+
+        self._handle = display(self, display_id=True)
+        return self
+
+    def html(self) -> str:
+        with self.state.lock:
+            return render.page(self.state.view, now=time.time())
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
+        bundle = dict(self.box._repr_mimebundle_(**kwargs) or {})
+        bundle["text/html"] = self.html()
+        v = self.state.view
+        bundle["text/plain"] = f"<antrieb run {v.run_id}: {v.task_name} {v.status}>"
+        return bundle
