@@ -205,10 +205,12 @@ def runs_show(run_id: str, as_json: JsonOpt = False) -> None:
 
 
 @runs_app.command("replay")
-def runs_replay(run_id: str, as_json: JsonOpt = False) -> None:
+def runs_replay(run_id: Annotated[str, typer.Argument(help="A run id, or a run folder.")],
+                as_json: JsonOpt = False) -> None:
     """Replay a recorded run offline (its LLM recording, fresh VMs) and compare outcomes.
 
     Example: antrieb runs replay r20261130-051200-ab12
+             antrieb runs replay antrieb/examples/firewall/run
     """
     from antrieb.converge.runs import replay_run, same_outcome
 

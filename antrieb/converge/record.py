@@ -80,6 +80,11 @@ class RunRecorder:
 
 
 def run_path(run_id: str, root: Path | None = None) -> Path:
+    """The folder of a run: an id under the runs folder, or a run folder's own path (the
+    recorded runs that ship with the examples live outside the cache)."""
+    given = Path(run_id).expanduser()
+    if ("/" in run_id or run_id.startswith(".")) and (given / "run.json").exists():
+        return given
     path = (root or runs_dir()) / run_id
     if not (path / "run.json").exists():
         known = [row["run_id"] for row in list_runs(root)]

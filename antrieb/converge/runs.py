@@ -22,6 +22,7 @@ from antrieb.errors import TaskError
 def replay_run(run_id: str, **kwargs: Any) -> tuple[RunResult, dict[str, Any]]:
     """Run the recorded task again with its LLM recording as the model.
 
+    ``run_id`` may also be a run folder's path (e.g. an example's shipped ``run/``).
     Returns the new result and the original record; the new run is recorded too,
     with ``replay_of`` naming the original.
     """
@@ -34,7 +35,7 @@ def replay_run(run_id: str, **kwargs: Any) -> tuple[RunResult, dict[str, Any]]:
     task = Task.model_validate(record["task"])
     budgets = Budgets.model_validate(record.get("budgets") or {})
     conv = Converger(task, provider=ReplayProvider(recording), budgets=budgets,
-                     meta={"replay_of": run_id}, **kwargs)
+                     meta={"replay_of": record.get("run_id", run_id)}, **kwargs)
     return conv.run(), record
 
 
