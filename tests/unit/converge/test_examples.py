@@ -47,3 +47,18 @@ def test_unknown_example_lists_the_known(tmp_path):
     bad.write_text("exchanges:\n  - {purpose: design, answer: {}, response: x}\n")
     with pytest.raises(TaskError, match="not both"):
         load_conversation(bad)
+
+
+@pytest.mark.parametrize("name", [n for n in names() if load_example(n).reference_run()])
+def test_the_shipped_run_of_an_example_is_a_real_converged_record(name):
+    from antrieb.converge.record import load_events, load_run
+
+    folder = load_example(name).reference_run()
+    record = load_run(str(folder))  # a folder path works where a run id does
+    assert record["dir"] == str(folder) and record["task"]["name"] == name
+    assert record["state"] == "converged"
+    paths = [it["recovery"]["path"] for it in record["result"]["iterations"]
+             if it.get("recovery")]
+    assert paths == load_example(name).expected_paths
+    kinds = {e["kind"] for e in load_events(str(folder))}
+    assert {"cluster_ready", "command_finished", "run_finished"} <= kinds  # real VMs ran it
