@@ -118,7 +118,6 @@ class Runs:
 
         try:
             thread.start()
-            await ctx.info(f"run {conv.run_id} started")
             while thread.is_alive():
                 await anyio.sleep(0.2)
                 await flush()
@@ -286,6 +285,10 @@ def build_server() -> MCPServer:
 
 def serve(http: bool = False, host: str = "127.0.0.1", port: int = 8765) -> None:
     """Serve until the client goes away (stdio) or Ctrl-C (HTTP)."""
+    import logging
+
+    # one line per SSH connection is noise in a client's server log
+    logging.getLogger("paramiko").setLevel(logging.WARNING)
     server = build_server()
     if http:
         server.run("streamable-http", host=host, port=port)
