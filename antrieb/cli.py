@@ -217,6 +217,7 @@ def bench_soak(clusters: Annotated[int, typer.Option(help="Clusters up and down 
 import antrieb.cli_converge  # noqa: E402, F401  (registers run, examples, runs, bench converge)
 import antrieb.cli_mcp  # noqa: E402, F401  (registers mcp)
 import antrieb.cli_store  # noqa: E402, F401  (registers store)
+import antrieb.cli_cluster  # noqa: E402, F401  (registers cluster)
 
 
 def main() -> None:

@@ -82,11 +82,12 @@ class RunRecorder:
 def run_path(run_id: str, root: Path | None = None) -> Path:
     """The folder of a run: an id under the runs folder, or a run folder's own path (the
     recorded runs that ship with the examples live outside the cache)."""
-    given = Path(run_id).expanduser()
-    if ("/" in run_id or run_id.startswith(".")) and (given / "run.json").exists():
-        return given
+    folder_like = "/" in run_id or run_id.startswith(".")
+    if folder_like and "\0" not in run_id and (Path(run_id).expanduser() / "run.json").exists():
+        return Path(run_id).expanduser()
     path = (root or runs_dir()) / run_id
-    if not (path / "run.json").exists():
+    # an ID names a folder directly under runs/: "../x" must not reach beyond it
+    if folder_like or "\0" in run_id or not run_id or not (path / "run.json").exists():
         known = [row["run_id"] for row in list_runs(root)]
         raise UnknownNameError("run", run_id, known)
     return path

@@ -1,0 +1,134 @@
+"""The MCP server's tools through the SDK's in-memory client, on the in-memory cluster
+twin: results, progress notifications, stop_run and cancellation. The same server runs
+as its own process over stdio in tests/integration and on real VMs in tests/vm."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import anyio
+import pytest
+
+from antrieb import store
+from antrieb.converge import converger as converger_mod
+from antrieb.converge.record import load_run
+
+from .converge.fakes import FakeNode, LoadBalancerWorld, host_assertions_pass
+
+pytestmark = pytest.mark.anyio
+
+
+class SlowWorld(LoadBalancerWorld):
+    """Scripts take a while (until the cluster goes down), so a run can be stopped."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.started = threading.Event()
+
+    def script(self, node: FakeNode, role: str, text: str):
+        self.started.set()
+        deadline = time.monotonic() + 20
+        while node.cluster.state == "up" and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return super().script(node, role, text)
+
+
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"
+
+
+def _twin(world, tmp_path, monkeypatch):
+    from antrieb.converge import checks
+
+    monkeypatch.setenv("ANTRIEB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("ANTRIEB_STORE", raising=False)
+    monkeypatch.setattr(checks, "_assert_host", host_assertions_pass)
+    monkeypatch.setattr(checks, "_sleep", lambda seconds: None)
+    monkeypatch.setattr(converger_mod, "default_cluster_factory", world.factory())
+    return world
+
+
+@pytest.fixture
+def world(tmp_path, monkeypatch):
+    return _twin(LoadBalancerWorld(), tmp_path, monkeypatch)
+
+
+@pytest.fixture
+def world_slow(tmp_path, monkeypatch):
+    return _twin(SlowWorld(), tmp_path, monkeypatch)
+
+
+def client():
+    from mcp.client.client import Client
+
+    from antrieb.mcp_server import build_server
+
+    return Client(build_server())
+
+
+async def test_run_example_result_progress_and_store(world):
+    messages: list[str] = []
+
+    async def progress(done, total, message):
+        messages.append(message)
+
+    async with client() as c:
+        result = await c.call_tool("run_example", {"name": "nginx-lb"},
+                                   progress_callback=progress)
+        assert not result.is_error, result.content
+        out = result.structured_content
+        assert out["status"] == "converged" and out["converged"]
+        assert [it["path"] for it in out["iterations"]] == ["retry", None, None]
+        assert out["iterations"][0]["failure_class"] == "config_syntax"
+        assert "reload-or-restart" in out["final"]["lb"]
+        assert out["figures"]["tokens"] > 0
+        listed = (await c.call_tool("list_runs", {})).structured_content["result"]
+        assert listed[0]["run_id"] == out["run_id"] and not listed[0]["in_progress_here"]
+        run = (await c.call_tool("get_run", {"run_id": out["run_id"]})).structured_content
+        assert run["decisions"][0]["path"] == "retry"
+    assert messages[0].startswith("[run] run ") and out["run_id"] in messages[0]
+    assert any("path retry" in m for m in messages)
+    assert messages[-1].startswith("[run] converged")
+    assert len(messages) >= 10  # steps, checks, decisions... as they happen
+
+
+async def test_stop_run_and_cancel_stop_the_cluster(world_slow):
+    world = world_slow
+    async with client() as c:
+        # stop_run from a second call while the first one runs
+        got: dict = {}
+
+        async def call() -> None:
+            got["r"] = await c.call_tool("run_example", {"name": "nginx-lb"})
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(call)
+            await anyio.to_thread.run_sync(world.started.wait, 20)
+            listed = (await c.call_tool("list_runs", {})).structured_content["result"]
+            live = [r for r in listed if r["in_progress_here"]]
+            assert len(live) == 1
+            stopped = await c.call_tool("stop_run", {"run_id": live[0]["run_id"]})
+            assert stopped.structured_content["stopping"]
+        out = got["r"].structured_content
+        assert out["status"] == "stopped" and "stop_run" in out["reason"]
+        assert all(cl.state == "down" for cl in world.clusters)
+
+        # cancelling the call: the run ends as stopped, its cluster down
+        world.started.clear()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(call)
+            await anyio.to_thread.run_sync(world.started.wait, 20)
+            t0 = time.monotonic()
+            tg.cancel_scope.cancel()
+        while any(cl.state != "down" for cl in world.clusters):
+            assert time.monotonic() - t0 < 5
+            await anyio.sleep(0.01)
+    runs = store.list_runs()
+    assert [r["status"] for r in runs[:2]] == ["stopped", "stopped"]
+    record = load_run(runs[0]["run_id"])
+    assert record["state"] == "stopped"
+    assert record["result"]["reason"] == "cancelled by the MCP client"
+    assert json.dumps(record)  # a complete record
