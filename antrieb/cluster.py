@@ -343,9 +343,14 @@ class Cluster:
         """Run one command on every node (or the named ones) in parallel."""
         self._require(ClusterState.READY, "run a command")
         chosen = [self[n] for n in nodes] if nodes else self.nodes
-        with ThreadPoolExecutor(len(chosen)) as pool:
+        # no `with`: on Ctrl-C the caller gets control now (and tears the cluster down,
+        # which ends the commands), not after every command has finished
+        pool = ThreadPoolExecutor(len(chosen))
+        try:
             futures = {n.name: pool.submit(n.run, command, timeout) for n in chosen}
             return {name: f.result() for name, f in futures.items()}
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
 
     def consoles(self) -> dict[str, str]:
         """The serial console tail of every node (for diagnosis after a failure)."""

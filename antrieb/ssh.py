@@ -96,20 +96,27 @@ class NodeSession:
         self.node, self._connect, self._key, self.user = node, connect, key, user
         self._host_key = host_key
         self._transport: paramiko.Transport | None = None
+        self._connecting: paramiko.Transport | None = None
+        self._closed = False
         self._lock = threading.Lock()
 
     def transport(self) -> paramiko.Transport:
         with self._lock:
+            if self._closed:
+                raise NodeError(f"{self.node}: the session is closed (cluster torn down)")
             if self._transport is not None and self._transport.is_active():
                 return self._transport
             try:
                 t = paramiko.Transport(self._connect())
+                self._connecting = t
                 t.start_client(timeout=60)
                 self._check_host_key(t.get_remote_server_key())
                 t.auth_publickey(self.user, self._key.pkey)
                 t.set_keepalive(30)
-            except (paramiko.SSHException, OSError) as exc:
+            except (paramiko.SSHException, OSError, EOFError) as exc:
                 raise NodeError(f"{self.node}: SSH connection failed: {exc}") from exc
+            finally:
+                self._connecting = None
             self._transport = t
             return t
 
@@ -190,6 +197,12 @@ class NodeSession:
         return client
 
     def close(self) -> None:
+        """Close for good. Never waits for a handshake in progress: its socket is closed
+        under it (a dead VM sends no reset, the handshake would wait out its timeout)."""
+        self._closed = True
+        connecting = self._connecting
+        if connecting is not None:
+            connecting.close()
         with self._lock:
             if self._transport is not None:
                 self._transport.close()

@@ -88,8 +88,13 @@ def _run_step(node: RunsCommands, role: str, artifact: str, command: str,
 
 def prepare_nodes(nodes: Sequence[RunsCommands], timeout: float = 120.0) -> None:
     """Shims and work folder on every node, in parallel (this also opens SSH)."""
-    with ThreadPoolExecutor(max(1, len(nodes))) as pool:
+    # no `with`: on Ctrl-C it would wait for every worker (an SSH handshake takes
+    # seconds under TCG) before the caller could tear the cluster down
+    pool = ThreadPoolExecutor(max(1, len(nodes)))
+    try:
         list(pool.map(lambda n: n.run(prepare_command(), timeout=timeout), nodes))
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def apply_shell(node_of: Callable[[str], Any], topology: Topology, artifacts: ShellArtifacts, *,
