@@ -173,11 +173,15 @@ def apply_ansible(node_of: Callable[[str], Any], topology: Topology,
 def apply_artifacts(node_of: Callable[[str], Any], topology: Topology,
                     artifacts: ShellArtifacts | AnsibleArtifacts, *,
                     on_step: Callable[[StepResult], None] = lambda s: None,
-                    stopped: Callable[[], bool] = lambda: False) -> list[StepResult]:
-    """Apply either kind of artifacts; every step reported through ``on_step``."""
+                    stopped: Callable[[], bool] = lambda: False,
+                    timeout: float | None = None) -> list[StepResult]:
+    """Apply either kind of artifacts; every step reported through ``on_step``;
+    ``timeout`` bounds each step (a script or the playbook run)."""
+    limit = {"timeout": timeout} if timeout else {}
     if isinstance(artifacts, ShellArtifacts):
-        return apply_shell(node_of, topology, artifacts, on_step=on_step, stopped=stopped)
-    return apply_ansible(node_of, topology, artifacts, on_step=on_step)
+        return apply_shell(node_of, topology, artifacts, on_step=on_step, stopped=stopped,
+                           **limit)
+    return apply_ansible(node_of, topology, artifacts, on_step=on_step, **limit)
 
 
 def critical_install_s(steps: Sequence[StepResult], topology: Topology,

@@ -400,7 +400,8 @@ class Converger:
 
         t0 = time.monotonic()
         steps = applying.apply_artifacts(cluster.__getitem__, self.topology, artifacts,
-                                         on_step=on_step, stopped=self._halted)
+                                         on_step=on_step, stopped=self._halted,
+                                         timeout=self.budgets.step_timeout_s)
         apply_s = time.monotonic() - t0
         install_s = applying.critical_install_s(steps, self.topology, artifacts)
         self._save()
