@@ -214,7 +214,6 @@ def bench_soak(clusters: Annotated[int, typer.Option(help="Clusters up and down 
     raise typer.Exit(0 if figures["no_growth"] else 1)
 
 
-import antrieb.cli_experiment  # noqa: E402, F401  (registers experiment)
 from antrieb import cli_cluster, cli_converge, cli_mcp, cli_store  # noqa: E402, F401  (command groups)
 
 
