@@ -1,0 +1,38 @@
+"""A process that runs tiny convergence runs one after the other in its main thread and
+reports every event as a JSON line on stdout, so a test can interrupt it (SIGINT) at a
+chosen moment and see what it recorded. The model is the OpenAI-compatible server named
+by OPENAI_BASE_URL. Usage: python -m tests.reliability.stop_child ROUNDS
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+from antrieb import events
+from antrieb.converge import Converger, Task
+from tests.reliability.harness import tiny_task
+
+
+def say(**fields: object) -> None:
+    sys.stdout.write(json.dumps({"t": time.monotonic(), **fields}) + "\n")
+    sys.stdout.flush()
+
+
+def main(rounds: int) -> int:
+    for _ in range(rounds):
+        conv = Converger(Task.model_validate(tiny_task()), provider="openai")
+        say(kind="converger", run_id=conv.run_id, record=str(conv.recorder.dir))
+        with events.subscribed(lambda e: say(kind=e.kind, cmd=getattr(e, "command", "")[:40])):
+            try:
+                result = conv.run()
+            except BaseException as exc:  # a run must never raise: report it
+                say(kind="escaped", error=f"{type(exc).__name__}: {exc}")
+                return 1
+        say(kind="done", status=result.status, reason=result.reason)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(int(sys.argv[1])))
