@@ -77,6 +77,7 @@ class Runs:
 
     def __init__(self) -> None:
         self.active: dict[str, Any] = {}
+        self.starting = False  # a run-starting call is building its Converger
         self.lock = threading.Lock()
 
     async def drive(self, conv: Any, ctx: Context) -> dict[str, Any]:
@@ -100,7 +101,7 @@ class Runs:
                 box["error"] = exc
 
         with self.lock:
-            self.active[conv.run_id] = conv
+            self.active[conv.run_id] = conv  # (already there when start() registered it)
         unsubscribe = events.subscribe(listen)
         thread = threading.Thread(target=work, name=f"antrieb-run-{conv.run_id}", daemon=True)
         count = 0
@@ -153,13 +154,28 @@ def build_server() -> MCPServer:
     runs = Runs()
 
     async def start(make: Any, ctx: Context) -> dict[str, Any]:
+        # One run at a time: runs in one process share the event stream, and events
+        # without a run ID (clusters, commands, LLM calls) cannot be told apart.
+        with runs.lock:
+            busy = sorted(runs.active) or (["(starting)"] if runs.starting else [])
+            runs.starting = runs.starting or not busy
+        if busy:
+            raise ToolError(f"run {busy[0]} is in progress on this server; wait for it or "
+                            f"stop it with stop_run")
         try:
-            # building a Converger validates input and opens the LLM provider: quick,
-            # but it may touch disk, so off the loop too
-            conv = await anyio.to_thread.run_sync(make)
-        except (AntriebError, ValidationError, ValueError) as exc:
-            raise _tool_error(exc) from None
-        return await runs.drive(conv, ctx)
+            try:
+                # building a Converger validates input and opens the LLM provider: quick,
+                # but it may touch disk, so off the loop too
+                conv = await anyio.to_thread.run_sync(make)
+            except (AntriebError, ValidationError, ValueError) as exc:
+                raise _tool_error(exc) from None
+            with runs.lock:
+                runs.active[conv.run_id] = conv
+                runs.starting = False
+            return await runs.drive(conv, ctx)
+        finally:
+            with runs.lock:
+                runs.starting = False
 
     @server.tool()
     async def converge(

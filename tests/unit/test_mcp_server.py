@@ -110,6 +110,8 @@ async def test_stop_run_and_cancel_stop_the_cluster(world_slow):
             listed = (await c.call_tool("list_runs", {})).structured_content["result"]
             live = [r for r in listed if r["in_progress_here"]]
             assert len(live) == 1
+            second = await c.call_tool("run_example", {"name": "firewall"})
+            assert second.is_error and "in progress" in second.content[0].text
             stopped = await c.call_tool("stop_run", {"run_id": live[0]["run_id"]})
             assert stopped.structured_content["stopping"]
         out = got["r"].structured_content
