@@ -232,7 +232,7 @@ def experiments() -> dict:
             SELECT to_timestamp(created) AS created, experiment_id, notebook, points
             FROM experiments WHERE {IN_RANGE} ORDER BY created DESC""", w=24, h=5),
         link_run_ids(panel("Parameter grid compared", "table", f"""
-            SELECT p.idx, p.label AS parameters, p.status AS notebook, r.run_id,
+            SELECT p.idx, p.label AS parameters, p.status AS notebook, p.mode, r.run_id,
                    r.status AS run, r.iterations, ROUND(r.total_s::numeric, 1) AS total_s,
                    COALESCE(r.prompt_tokens, 0) + COALESCE(r.completion_tokens, 0) AS tokens,
                    (SELECT string_agg(d.path, ', ' ORDER BY d.iteration)

@@ -91,17 +91,18 @@ def ingest_experiment(path: str | Path, *, db: Database | None = None) -> None:
             for i, point in enumerate(grid):
                 if not isinstance(point, dict):
                     raise TaskError(str(path), f"grid[{i}] is not a mapping")
-                _ingest_point(db, exp_id, point, i, secrets)
+                _ingest_point(db, exp_id, point, i, secrets, path.parent)
     finally:
         if own:
             db.close()
 
 
 def _ingest_point(db: Database, exp_id: str, point: dict[str, Any], i: int,
-                  secrets: list[str]) -> None:
+                  secrets: list[str], base: Path) -> None:
     from antrieb.converge.record import runs_dir
 
     idx = int(point.get("index", i))
+    run_dirs = point.get("run_dirs") or {}  # recorded runs shown, living outside runs/
     params = point.get("parameters") or {}
     if not isinstance(params, dict):
         raise TaskError(exp_id, f"grid[{i}].parameters is not a mapping")
@@ -110,7 +111,7 @@ def _ingest_point(db: Database, exp_id: str, point: dict[str, Any], i: int,
         "experiment_id": exp_id, "idx": idx, "status": point.get("status"),
         "error": redact(point.get("error"), secrets), "output": point.get("output"),
         "started": point.get("started"), "finished": point.get("finished"),
-        "parameters": params, "label": label or f"#{idx}"})
+        "parameters": params, "label": label or f"#{idx}", "mode": point.get("mode")})
     db.upsert_many("experiment_parameters", [
         {"experiment_id": exp_id, "idx": idx, "name": str(k), "value": json.dumps(v),
          "value_num": float(v) if isinstance(v, int | float) and not isinstance(v, bool)
@@ -118,12 +119,14 @@ def _ingest_point(db: Database, exp_id: str, point: dict[str, Any], i: int,
     for run_id in point.get("run_ids") or []:
         db.upsert("experiment_runs", {"experiment_id": exp_id, "idx": idx,
                                       "run_id": str(run_id)})
-        folder = runs_dir() / str(run_id)
+        given = run_dirs.get(str(run_id)) if isinstance(run_dirs, dict) else None
+        folder = base / given if given else runs_dir() / str(run_id)
         if (folder / "run.json").exists():
             ingest_run(folder, db=db)
-        # the run's own record says so too; this covers runs recorded before it did
-        db.execute("UPDATE runs SET experiment_id = ?, experiment_index = ? WHERE run_id = ?",
-                   (exp_id, idx, str(run_id)))
+        # a live run's record names its experiment itself; a recorded run shown by
+        # several experiments keeps the first (experiment_runs has every link)
+        db.execute("UPDATE runs SET experiment_id = ?, experiment_index = ? WHERE run_id = ? "
+                   "AND experiment_id IS NULL", (exp_id, idx, str(run_id)))
 
 
 def _short(value: Any) -> str:

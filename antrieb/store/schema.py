@@ -264,6 +264,8 @@ MIGRATIONS: list[Migration] = [
               [_RUNS, _ITERATIONS, _STEPS, _COMMANDS, _CHECKS, _FAILURES, _DECISIONS,
                _LLM_CALLS, _TURNS, _LOGS, _EXPERIMENTS, _POINTS, _PARAMETERS,
                _EXPERIMENT_RUNS, *_INDEXES]),
+    Migration(2, "experiment_points.mode: whether a grid point ran live, showed a recorded "
+                 "run, or both", ["ALTER TABLE experiment_points ADD COLUMN mode TEXT"]),
 ]
 
 LATEST = MIGRATIONS[-1].version

@@ -162,6 +162,25 @@ def test_migrations_are_versioned_and_applied_once(tmp_path):
         store.connect(str(path))
 
 
+def test_an_older_store_is_migrated_and_keeps_its_rows(tmp_path, monkeypatch):
+    from antrieb.store import db as db_mod
+
+    path = str(tmp_path / "old.sqlite")
+    with monkeypatch.context() as m:  # an antrieb that knew only the first migration
+        m.setattr(db_mod, "MIGRATIONS", store.MIGRATIONS[:1])
+        m.setattr(db_mod, "LATEST", 1)
+        old = store.connect(path)
+        store.ingest_run(EXAMPLE_RUNS[0], db=old)
+        before = _counts(old)
+        assert old.version() == 1
+        assert "mode" not in old.rows("SELECT * FROM experiment_points")[0]
+        old.close()
+    new = store.connect(path)
+    assert new.version() == store.LATEST >= 2
+    assert _counts(new) == before
+    assert "mode" in new.rows("SELECT * FROM experiment_points")[0]
+
+
 def test_no_column_can_hold_a_prompt_or_a_key(fake_testinfra, monkeypatch):
     canary = "sk-canary-0123456789abcdef"
     monkeypatch.setenv("OPENAI_API_KEY", canary)
@@ -178,16 +197,19 @@ def test_no_column_can_hold_a_prompt_or_a_key(fake_testinfra, monkeypatch):
                            "completion_tokens", "seconds"}
 
 
-def _runs_folder_with_examples() -> None:
+def _runs_folder_with_examples(*names_: str) -> None:
     from antrieb.converge.record import runs_dir
 
     for d in EXAMPLE_RUNS:
-        run_id = json.loads((d / "run.json").read_text())["run_id"]
-        shutil.copytree(d, runs_dir() / run_id)
+        if d.parent.name in names_:
+            run_id = json.loads((d / "run.json").read_text())["run_id"]
+            shutil.copytree(d, runs_dir() / run_id)
 
 
 def test_experiments_import_with_their_parameters_and_runs():
-    _runs_folder_with_examples()
+    # grid points 1 and 2 ran live (their runs are in the runs folder); point 0 showed
+    # a recorded run, found through its run_dirs entry
+    _runs_folder_with_examples("haproxy-nginx", "firewall")
     store.ingest_experiment(DATA / "experiment.json")
     db = store.connect()
     first = _counts(db)
@@ -196,7 +218,9 @@ def test_experiments_import_with_their_parameters_and_runs():
     assert first["experiments"] == 1 and first["experiment_points"] == 3
     assert first["experiment_parameters"] == 9 and first["experiment_runs"] == 3
     assert first["runs"] == 3  # the runs it names were imported from the runs folder
-    points = db.dicts("SELECT idx, status, error, label FROM experiment_points ORDER BY idx")
+    points = db.dicts("SELECT idx, status, error, label, mode FROM experiment_points "
+                      "ORDER BY idx")
+    assert [p["mode"] for p in points] == ["recorded", "live", "live"]
     assert points[0]["label"] == "example=nginx-lb, max_iterations=4, tool=shell"
     assert points[2]["status"] == "failed" and "AssertionError" in points[2]["error"]
     nums = db.dicts("SELECT idx, value_num FROM experiment_parameters WHERE name = ? "
