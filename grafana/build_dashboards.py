@@ -165,7 +165,7 @@ def run_detail() -> dict:
             FROM iterations WHERE {RUN}
             UNION ALL
             SELECT to_timestamp(MAX(finished)), 'done' FROM iterations WHERE {RUN}
-            ORDER BY 1""", w=24, h=5, fmt="time_series",
+            ORDER BY 1""", w=24, h=5,
               description="One band per fresh cluster: attempts, then the proof."),
         panel("Timings per iteration", "barchart", f"""
             SELECT 'it ' || iteration || ' ' || phase AS iteration, cluster_up_s, apply_s,
