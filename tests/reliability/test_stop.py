@@ -1,11 +1,12 @@
 """Stop means stop: a run interrupted at a random moment has its cluster down within a
 second and is recorded as ``stopped``, every time.
 
-Three ways in (a fourth, MCP cancel, is tested with the MCP server):
+Four ways in (a fifth, MCP cancel, is tested with the MCP server):
 
 - ``Converger.stop()`` from another thread,
 - SIGINT to a process running ``Converger.run()`` in its main thread (KeyboardInterrupt),
-- Ctrl-C (SIGINT to the process group) of ``antrieb run`` on the command line.
+- Ctrl-C (SIGINT to the process group) of ``antrieb run`` on the command line,
+- "interrupt kernel" of a real Jupyter kernel running a Converger in a cell.
 
 Each round picks a phase (waiting for the model, cluster coming up, applying the
 script, running the checks), waits for the event that opens it, then a random time
@@ -47,11 +48,11 @@ from .harness import (
 
 ROUNDS = int(os.environ.get("ANTRIEB_STOP_ROUNDS", "100"))
 SEED = int(os.environ.get("ANTRIEB_STOP_SEED", str(int(time.time()))))
-LLM_DELAY = 0.8
+LLM_DELAY = 0.5
 # (phase, the event that opens it, how long the phase lasts after that event)
 PHASES = [("llm", "run_started", LLM_DELAY), ("cluster_up", "iteration_started", 1.5),
           ("apply", "command_finished", APPLY_SLEEP), ("checks", "step_finished", CHECK_SLEEP)]
-SHARE = {"thread": 0.4, "sigint": 0.4, "cli": 0.2}
+SHARE = {"thread": 0.35, "sigint": 0.35, "cli": 0.15, "notebook": 0.15}
 DOWN_WITHIN = 1.0
 
 
@@ -253,4 +254,76 @@ def test_ctrl_c_to_the_cli(debian12, model):
                   status="stopped" if code == 130 else f"exit {code}",
                   state=run_state(runs_dir() / run_id),
                   down_s=round(gone - at, 3) if gone else None)
+    tally.check()
+
+
+NOTEBOOK_CELL = """
+from antrieb import events
+from antrieb.converge import Converger, Task
+conv = Converger(Task.model_validate({task}), provider="openai")
+print("RUN", conv.run_id, conv.recorder.dir, flush=True)
+with events.subscribed(lambda e: print("EV", e.kind, flush=True)):
+    result = conv.run()
+print("DONE", result.status, flush=True)
+"""
+
+
+class _Cell:
+    """The stream output of one cell, line by line, with timeouts."""
+
+    def __init__(self, client, msg_id: str) -> None:
+        self.client, self.msg_id, self.pending = client, msg_id, []
+
+    def until(self, match, timeout: float = 60.0) -> str | None:
+        deadline = time.monotonic() + timeout
+        while True:
+            while self.pending:
+                line = self.pending.pop(0)
+                if match(line):
+                    return line
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            try:
+                msg = self.client.get_iopub_msg(timeout=left)
+            except queue.Empty:
+                return None
+            if msg["parent_header"].get("msg_id") != self.msg_id:
+                continue
+            if msg["msg_type"] == "stream":
+                self.pending += msg["content"]["text"].splitlines()
+            elif msg["msg_type"] == "error":
+                self.pending.append("ERROR " + msg["content"]["ename"])
+
+
+def test_interrupt_of_a_jupyter_kernel_running_the_converger(debian12, model):
+    from jupyter_client.manager import start_new_kernel
+
+    rng = random.Random(SEED + 4)
+    tally = Tally("notebook")
+    env = _child_env(model)
+    km, kc = start_new_kernel(kernel_name="python3", env=env, cwd=str(config.REPO_ROOT))
+    try:
+        kernel_pid = km.provisioner.process.pid
+        cell = NOTEBOOK_CELL.format(task=repr(tiny_task()))
+        for i in range(rounds_of("notebook")):
+            phase, opener, offset = _plan(rng, i)
+            out = _Cell(kc, kc.execute(cell))
+            started = out.until(lambda s: s.startswith("RUN "))
+            assert started, "the cell did not start a run"
+            record = started.split()[2]
+            assert out.until(lambda s, o=opener: s == f"EV {o}"), opener
+            time.sleep(offset)
+            pids = set(cluster_processes(kernel_pid))
+            at = time.monotonic()
+            km.interrupt_kernel()
+            gone = wait_no_cluster(kernel_pid, pids)
+            done = out.until(lambda s: s.startswith(("DONE", "ERROR")), timeout=60)
+            kc.get_shell_msg(timeout=60)  # the execute reply: the kernel is idle again
+            tally.add(round=i, phase=phase, offset=round(offset, 3), live=len(pids),
+                      status=(done or "no end").split()[-1], state=run_state(record),
+                      down_s=round(gone - at, 3) if gone else None)
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
     tally.check()
