@@ -245,6 +245,8 @@ class Cluster:
             self.nodes.append(node)
             self._set_vm_state(node, VMState.RESTORING)
         launched = time.monotonic()
+        if hasattr(self.driver, "cluster_id"):  # drivers that label what they start
+            self.driver.cluster_id = self.id
         node_timings = self.driver.start(self.plans, identities)
         ready = time.monotonic()
         for node in self.nodes:

@@ -1,7 +1,8 @@
 """The VM driver Protocol and the lazy registry of drivers.
 
 A driver turns node plans into running, identified VMs in an isolated network and
-hands out TCP connections into that network. ``qemu`` (microvm + QMP) is the default;
+hands out TCP connections into that network. ``qemu`` (microvm + QMP) is the default,
+``libvirt`` (q35 domains through any libvirt URI, embedded by default) the other;
 drivers are imported only when chosen, so ``import antrieb`` never needs libvirt.
 """
 
@@ -16,7 +17,8 @@ from antrieb import config
 from antrieb.errors import ConfigError
 from antrieb.vm.spec import Identity
 
-DRIVERS = {"qemu": "antrieb.vm.qemu_driver:QemuDriver"}
+DRIVERS = {"qemu": "antrieb.vm.qemu_driver:QemuDriver",
+           "libvirt": "antrieb.vm.libvirt_driver:LibvirtDriver"}
 
 
 @dataclass(frozen=True)

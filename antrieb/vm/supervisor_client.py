@@ -32,14 +32,15 @@ class SupervisorClient:
 
     def __init__(self, *, apt_cache: str = "", upstreams: dict[str, str] | None = None,
                  start_timeout: float = 30.0,
-                 on_spawn: Callable[[SupervisorClient], None] | None = None):
+                 on_spawn: Callable[[SupervisorClient], None] | None = None,
+                 module: str = "antrieb.vm.supervisor"):
         """``on_spawn(self)`` runs once the process exists, before it is ready: an owner
         that registers the client there can :meth:`kill` it during the start."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self._sock = ours
         self._lock = threading.Lock()
         self._interrupted = False
-        argv = [sys.executable, "-m", "antrieb.vm.supervisor",
+        argv = [sys.executable, "-m", module,  # the libvirt driver runs its own
                 "--control-fd", str(theirs.fileno()), "--runtime", runtime_mountpoint(),
                 "--apt-cache", apt_cache, "--upstreams", json.dumps(upstreams or {})]
         env = dict(os.environ)

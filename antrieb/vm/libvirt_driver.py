@@ -1,0 +1,193 @@
+"""The libvirt driver: the same clusters as the qemu driver, as libvirt domains.
+
+Any libvirt URI works; the default is libvirt's embedded QEMU driver, so no daemon is
+needed (see :func:`antrieb.vm.libvirt_golden.default_uri`). ``ANTRIEB_LIBVIRT_URI``
+or ``LibvirtDriver(uri=...)`` choose another, e.g. ``qemu:///system`` or
+``qemu+ssh://root@host/system``. Domains are q35 + virtio-pci + direct kernel boot of
+the same image artefacts, restored from a golden save image per node, with the same
+guest agent, identity, network namespace, bridge, taps and apt proxy as the qemu driver.
+
+Example::
+
+    from antrieb import Cluster
+    with Cluster(nodes=2, driver="libvirt") as c:
+        print(c.run_all("hostname"))
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import subprocess
+import threading
+from typing import Any
+
+from antrieb import config
+from antrieb.errors import VMError
+from antrieb.vm import accel as accel_mod
+from antrieb.vm import images as vm_images
+from antrieb.vm import netplan
+from antrieb.vm.driver import NodePlan
+from antrieb.vm.libvirt_golden import (
+    BOOT_TIMEOUT,
+    LibvirtGolden,
+    default_uri,
+    ensure_golden,
+    launch,
+    launch_cold,
+    open_supervisor,
+    require_libvirt,
+)
+from antrieb.vm.qemu_driver import RESTORE_TIMEOUT, apt_upstreams
+from antrieb.vm.spec import Identity
+from antrieb.vm.supervisor_client import SupervisorClient
+
+
+class LibvirtDriver:
+    name = "libvirt"
+
+    def __init__(self, mem_mb: int = 512, cpus: int = 1, uri: str | None = None):
+        require_libvirt()
+        self.mem_mb, self.cpus = mem_mb, cpus
+        self.uri = uri or config.setting("libvirt_uri") or default_uri()
+        self.embedded = self.uri.startswith("qemu:///embed")
+        self.accel = ""
+        self.accel_reason = ""
+        self.cluster_id = ""  # set by Cluster: goes into each domain's metadata and name
+        self.goldens: dict[str, LibvirtGolden] = {}
+        self.sup: SupervisorClient | None = None
+        self._consoles: dict[str, str] = {}
+        self._killed = False
+        self._sup_lock = threading.Lock()
+
+    def prepare(self, images: set[str]) -> None:
+        for image in sorted(images):
+            if image in self.goldens:
+                continue
+            artefacts = vm_images.ensure(image)
+            if not self.accel:
+                verdict = accel_mod.detect(artefacts.kernel, artefacts.initrd)
+                self.accel, self.accel_reason = verdict.name, verdict.reason
+            verdict = accel_mod.Accel(self.accel, self.accel_reason)
+            self.goldens[image] = ensure_golden(artefacts, accel=verdict, mem_mb=self.mem_mb,
+                                                cpus=self.cpus)
+
+    def _tap(self, plan: NodePlan) -> str:
+        if self.embedded:
+            return f"tap{plan.index}"
+        # made by a libvirtd in the host's network, so unique on the host (<= 15 chars)
+        return f"av{(self.cluster_id or 'x')[-8:]}{plan.index}"
+
+    def start(self, plans: list[NodePlan], identities: list[Identity]) -> dict[str, dict]:
+        self.prepare({p.image for p in plans})
+        open_supervisor(self.uri, cluster=self.cluster_id,
+                        apt_cache=str(config.cache_dir() / "apt-cache"),
+                        upstreams=apt_upstreams(), on_spawn=self._adopt)
+        assert self.sup is not None
+        by_image: dict[str, list[int]] = {}
+        for i, plan in enumerate(plans):
+            by_image.setdefault(plan.image, []).append(i)
+        nodes: dict[str, dict] = {}
+        # one launch per golden (a mixed-image cluster restores from several save images)
+        for image, indexes in by_image.items():
+            golden = self.goldens[image]
+            specs = [golden.spec(plans[i].name, plans[i].mac, self._tap(plans[i]),
+                                 cluster=self.cluster_id, role=plans[i].role,
+                                 tap_managed=not self.embedded) for i in indexes]
+            reply = launch(self.sup, specs, [identities[i] for i in indexes],
+                           base=str(golden.disk), base_format="qcow2",
+                           golden_save=str(golden.save), timeout=RESTORE_TIMEOUT)
+            if not reply.get("ok"):
+                errors = reply.get("errors") or [{"node": "?", "message": reply.get("error"),
+                                                  "console": ""}]
+                for err in errors:
+                    self._consoles[err["node"]] = err.get("console", "")
+                first = errors[0]
+                raise VMError(first["node"], first["message"],
+                              console_tail=first.get("console", ""))
+            nodes.update(reply["nodes"])
+        return nodes
+
+    def _adopt(self, sup: SupervisorClient) -> None:
+        with self._sup_lock:
+            self.sup = sup
+            killed = self._killed
+        if killed:
+            sup.kill()
+            raise VMError("?", "the cluster was stopped while it started")
+
+    def cold_boot(self, image: str) -> float:
+        """Boot one fresh domain of the image (no save image) to sshd answering."""
+        self.prepare({image})
+        golden = self.goldens[image]
+        artefacts = vm_images.ensure(image)
+        spec = golden.spec("cold", netplan.node_mac(0), "tapcold", cluster="cold")
+        ident = Identity(hostname="cold", ip=netplan.node_ip(0), prefix=netplan.PREFIX,
+                         gateway=netplan.GATEWAY_IP, mac=netplan.node_mac(0),
+                         hosts=f"127.0.0.1 localhost\n{netplan.node_ip(0)} cold\n")
+        sup = open_supervisor(default_uri())
+        try:
+            return launch_cold(sup, spec, ident, base=str(artefacts.disk),
+                               accel=self.accel)["ssh"]
+        finally:
+            sup.shutdown()
+
+    def host_key(self, image: str) -> str:
+        return self.goldens[image].host_key
+
+    def connect(self, ip: str, port: int, timeout: float = 10.0) -> socket.socket:
+        if self.sup is None:
+            raise VMError("?", "cluster is not running")
+        return self.sup.connect(ip, port, timeout)
+
+    def console(self, node: str) -> str:
+        if self.sup is not None and self.sup.alive():
+            reply = self.sup.request("console", wait=10, name=node)
+            if reply.get("ok"):
+                return reply["console"]
+        return self._consoles.get(node, "")
+
+    def stats(self) -> dict[str, Any]:
+        if self.sup is None:
+            return {}
+        return self.sup.request("stats", wait=10).get("vms", {})
+
+    def domains(self) -> list[str]:
+        """Every domain the cluster's libvirt connection shows (all of them, on a
+        shared libvirtd)."""
+        if self.sup is None or not self.sup.alive():
+            return []
+        return self.sup.request("domains", wait=10).get("domains", [])
+
+    def supervisor_pid(self) -> int | None:
+        return self.sup.pid if self.sup else None
+
+    def stop(self) -> None:
+        if self.sup is None:
+            return
+        if self.sup._interrupted:  # the channel is out of step: no orderly shutdown
+            self.kill()
+        else:
+            self.sup.shutdown(timeout=30)
+
+    def kill(self) -> None:
+        with self._sup_lock:
+            self._killed = True
+            sup = self.sup
+        if sup is not None:
+            hang_up(sup)
+
+
+def hang_up(sup: SupervisorClient, timeout: float = 10.0) -> None:
+    """Stop a libvirt supervisor at once, *through its watchdog*: QEMU processes of an
+    embedded libvirt are daemonized, so SIGKILL of the supervisor alone would orphan them.
+    Closing the control socket is what the owner's death does too."""
+    if sup.alive():
+        with contextlib.suppress(OSError):
+            sup._sock.shutdown(socket.SHUT_RDWR)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            sup.proc.wait(timeout)
+    sup.kill()
+
+
+__all__ = ["BOOT_TIMEOUT", "LibvirtDriver"]

@@ -1,0 +1,485 @@
+"""The per-cluster supervisor of the libvirt driver: the same process model as the qemu
+driver's (:mod:`antrieb.vm.supervisor`: private mount + network namespace, bridge, taps,
+apt proxy, watchdog on the owner), with domains started through a libvirt connection
+opened *inside* it.
+
+Embedded URI (``qemu:///embed?root=...``, the default): libvirt runs in this process and
+spawns QEMU from the calling thread, so QEMU inherits the cluster's network namespace
+and sees the taps directly; the embedded root lives in the private tmpfs, so its state
+is gone with the supervisor. This process is a child subreaper: QEMU (which libvirt
+daemonizes) stays our descendant, and is killed when the owner goes, even by ``kill -9``.
+
+Any other URI (``qemu:///system``, ``qemu+ssh://host/system``): the libvirtd spawns
+QEMU in its own namespaces. libvirt creates a uniquely named tap there; this process
+moves it into the cluster network and onto the bridge. When the owner dies, the
+watchdog destroys the domains through the connection (transient domains: gone).
+
+Run as ``python -m antrieb.vm.libvirt_supervisor`` by :mod:`antrieb.vm.libvirt_driver`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import os
+import queue
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import traceback
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from antrieb.vm import namespaces, netplan
+from antrieb.vm.agent_client import AgentClient
+from antrieb.vm.libvirt_xml import DomainSpec, clone_save_header, domain_xml, read_save_header
+from antrieb.vm.spec import Identity
+from antrieb.vm.supervisor import CONSOLE_TAIL, Supervisor, VMFailure, _proxy_thread
+
+PR_SET_CHILD_SUBREAPER = 36
+QEMU_CONF = """\
+user = "root"
+group = "root"
+security_driver = "none"
+dynamic_ownership = 0
+remember_owner = 0
+stdio_handler = "file"
+namespaces = []
+cgroup_controllers = []
+"""
+
+
+def embedded_root(uri: str) -> str | None:
+    if uri.startswith("qemu:///embed?root="):
+        return uri.split("=", 1)[1]
+    return None
+
+
+@dataclass
+class Domain:
+    spec: DomainSpec
+    own_disk: bool = True  # an overlay made here (not a golden's persistent disk)
+    dom: Any = None
+    agent: AgentClient | None = None
+    timings: dict[str, Any] = field(default_factory=dict)
+
+    def console_tail(self, limit: int = CONSOLE_TAIL) -> str:
+        try:
+            with open(self.spec.console, "rb") as f:
+                f.seek(0, os.SEEK_END)
+                f.seek(max(0, f.tell() - limit))
+                return f.read().decode(errors="replace")
+        except OSError:
+            return ""
+
+
+class LibvirtSupervisor(Supervisor):
+    def __init__(self, control: socket.socket, runtime: Path, host_netns: int):
+        super().__init__(control, runtime)
+        self.host_netns = host_netns  # fd of the host's network namespace (for taps)
+        self.conn: Any = None
+        self.uri = ""
+        self.embedded = False
+        self.workdir = runtime
+        self.domains: dict[str, Domain] = {}
+        self._lock = threading.Lock()
+
+    # -- the connection -----------------------------------------------------------
+
+    def op_libvirt_open(self, uri: str, caps_cache: str = "", workdir: str = "") -> dict:
+        import libvirt
+
+        libvirt.registerErrorHandler(lambda _ctx, _err: None, None)  # errors are raised
+        root = embedded_root(uri)
+        if root:
+            Path(root, "cache", "qemu").mkdir(parents=True, exist_ok=True)
+            Path(root, "etc").mkdir(exist_ok=True)
+            Path(root, "etc", "qemu.conf").write_text(QEMU_CONF)
+            caps = Path(caps_cache) if caps_cache else None
+            if caps and caps.is_dir():  # probing QEMU's capabilities costs seconds
+                shutil.copytree(caps, Path(root, "cache", "qemu", "capabilities"),
+                                dirs_exist_ok=True)
+        elif workdir:
+            # A libvirtd outside our mount namespace must see overlays, sockets, consoles.
+            self.workdir = Path(workdir)
+            self.workdir.mkdir(parents=True, exist_ok=True)
+        t0 = time.monotonic()
+        self.conn = libvirt.open(uri)
+        self.uri, self.embedded = uri, root is not None
+        return {"ok": True, "seconds": time.monotonic() - t0,
+                "libvirt": self.conn.getLibVersion(), "hypervisor": self.conn.getType()}
+
+    def op_libvirt_caps(self, caps_cache: str) -> dict:
+        """Keep the embedded driver's capabilities cache for the next supervisor."""
+        root = embedded_root(self.uri)
+        src = Path(root or "", "cache", "qemu", "capabilities")
+        if root and src.is_dir() and not Path(caps_cache).exists():
+            tmp = f"{caps_cache}.tmp-{os.getpid()}"
+            shutil.copytree(src, tmp)
+            with contextlib.suppress(OSError):
+                os.rename(tmp, caps_cache)
+            shutil.rmtree(tmp, ignore_errors=True)
+        return {"ok": True}
+
+    # -- starting domains -----------------------------------------------------------
+
+    def _overlay(self, spec: DomainSpec, base: str, base_format: str) -> None:
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", base_format, "-b",
+                        base, spec.disk], check=True, capture_output=True)
+
+    def _feed_save_image(self, fifo: str, golden_save: str, xml: str) -> threading.Thread:
+        """Write the clone's save image into a FIFO as libvirt reads it: our header, then
+        the golden's QEMU stream (sendfile: no copy through Python)."""
+        with open(golden_save, "rb") as f:
+            head = read_save_header(f.read(1 << 20))
+        header = clone_save_header(head, xml)
+        os.mkfifo(fifo, 0o600)
+
+        def feed() -> None:
+            with contextlib.suppress(OSError), open(golden_save, "rb") as src, \
+                    open(fifo, "wb", buffering=0) as out:
+                out.write(header)
+                offset, end = head.stream_offset, os.fstat(src.fileno()).st_size
+                while offset < end:
+                    sent = os.sendfile(out.fileno(), src.fileno(), offset, end - offset)
+                    if sent == 0:
+                        break
+                    offset += sent
+
+        thread = threading.Thread(target=feed, daemon=True)
+        thread.start()
+        return thread
+
+    def _unblock_feeder(self, fifo: str) -> None:
+        # A feeder still waiting for libvirt to open the FIFO would wait forever.
+        with contextlib.suppress(OSError):
+            os.close(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK))
+
+    def _adopt_tap(self, tap: str) -> None:
+        """Move a tap the libvirtd made in its namespace into ours, onto the bridge."""
+        subprocess.run(["nsenter", f"--net=/proc/self/fd/{self.host_netns}", "ip", "link",
+                        "set", "dev", tap, "netns", str(os.getpid())],
+                       check=True, capture_output=True, pass_fds=(self.host_netns,))
+        namespaces.ip_batch([f"link set {tap} master br0", f"link set {tap} up"])
+
+    def _start_domain(self, d: Domain, base: str, base_format: str, golden_save: str | None,
+                      identity: Identity, t0: float, boot_timeout: float) -> dict:
+        spec = d.spec
+        if d.own_disk:
+            self._overlay(spec, base, base_format)
+        xml = domain_xml(spec)
+        if golden_save:
+            fifo = str(self.workdir / f"{spec.name}.save")
+            feeder = self._feed_save_image(fifo, golden_save, xml)
+            try:
+                d.dom = self.conn.restoreFlags(fifo, None, 0) or self.conn.lookupByName(
+                    spec.domain_name())
+            finally:
+                self._unblock_feeder(fifo)
+                feeder.join(timeout=5)
+                with contextlib.suppress(OSError):
+                    os.unlink(fifo)
+        else:
+            d.dom = self.conn.createXML(xml, 0)
+        d.timings["started"] = time.monotonic() - t0
+        if self.embedded:
+            self._reap(spec)
+        if spec.tap_managed:
+            self._adopt_tap(spec.tap)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.connect(spec.agent_socket)
+        d.agent = AgentClient(sock)
+        if not golden_save:
+            try:
+                d.agent.call("ping", timeout=boot_timeout)
+            except Exception as exc:
+                raise VMFailure(spec.name, f"did not boot in {boot_timeout:.0f}s ({exc})",
+                                d.console_tail(), kind="boot_timeout") from exc
+        req = identity.agent_request(time.time(), _entropy())
+        op = req.pop("op")
+        try:
+            reply = d.agent.call(op, timeout=boot_timeout, **req)
+        except Exception as exc:
+            raise VMFailure(spec.name, f"identity not applied: {exc}", d.console_tail()) from exc
+        d.timings.update(identity=time.monotonic() - t0, random=reply.get("random"),
+                         agent_s=reply.get("seconds"), guest_time=reply.get("time"))
+        from antrieb.vm.supervisor import wait_ssh_banner
+
+        try:
+            d.timings["ssh"] = wait_ssh_banner(identity.ip, time.monotonic() + boot_timeout) - t0
+        except TimeoutError as exc:
+            raise VMFailure(spec.name, str(exc), d.console_tail()) from exc
+        return d.timings
+
+    def _reap(self, spec: DomainSpec) -> None:
+        """QEMU, daemonized by libvirt, is re-parented to us (the subreaper): wait for it,
+        or its zombie would make libvirt's destroy wait seconds for it to vanish."""
+        pid = self._pids([spec.name]).get(spec.name)
+        if pid:
+            threading.Thread(target=_wait_pid, args=(pid,), daemon=True).start()
+
+    def op_launch(self, vms: list[dict], identities: list[dict], base: str,  # type: ignore[override]
+                  base_format: str = "qcow2", golden_save: str | None = None,
+                  boot_timeout: float = 60) -> dict:
+        """Start domains in parallel (restored from golden_save, or cold-booted)."""
+        specs, idents = [DomainSpec(**v) for v in vms], [Identity(**i) for i in identities]
+        for spec in specs:
+            if spec.name in self.domains:
+                raise ValueError(f"VM {spec.name!r} exists already")
+        specs = [DomainSpec(**{**v, "disk": s.disk or str(self.workdir / f"{s.name}.qcow2"),
+                               "agent_socket": str(self.workdir / f"{s.name}.agent"),
+                               "console": str(self.workdir / f"{s.name}.console")})
+                 for v, s in zip(vms, specs, strict=True)]
+        t0 = time.monotonic()
+        local_taps = [s.tap for s in specs if not s.tap_managed]
+        namespaces.add_taps(local_taps)
+        self.taps += local_taps
+        started = [Domain(s, own_disk=not v["disk"]) for s, v in zip(specs, vms, strict=True)]
+        with self._lock:
+            self.domains.update({d.spec.name: d for d in started})
+        results: dict[str, Any] = {}
+        errors: list[VMFailure] = []
+        with ThreadPoolExecutor(len(started)) as pool:
+            futures = {d.spec.name: pool.submit(self._start_domain, d, base, base_format,
+                                                golden_save, ident, t0, boot_timeout)
+                       for d, ident in zip(started, idents, strict=True)}
+            for name, fut in futures.items():
+                try:
+                    results[name] = fut.result()
+                except VMFailure as exc:
+                    errors.append(exc)
+                except Exception as exc:
+                    errors.append(VMFailure(name, f"{type(exc).__name__}: {exc}",
+                                            self.domains[name].console_tail()))
+        if errors:
+            return {"ok": False, "errors": [
+                {"node": e.node, "message": str(e), "console": e.console, "kind": e.kind}
+                for e in errors], "nodes": results}
+        return {"ok": True, "nodes": results, "pids": self._pids()}
+
+    def op_snapshot(self, name: str, state_path: str) -> dict:  # type: ignore[override]
+        """Save a running domain to a libvirt save image (the domain is gone after)."""
+        d = self.domains[name]
+        assert d.agent is not None
+        host_key = d.agent.call("exec", cmd="cat /etc/ssh/ssh_host_ed25519_key.pub")["out"]
+        d.agent.call("sync", timeout=60)
+        t0 = time.monotonic()
+        d.dom.save(state_path)
+        self._forget([name])
+        return {"ok": True, "seconds": time.monotonic() - t0, "host_key": host_key.strip()}
+
+    # -- facts and stopping -----------------------------------------------------------
+
+    def _pids(self, names: list[str] | None = None) -> dict[str, int]:
+        pids = {}
+        root = embedded_root(self.uri)
+        for name, d in list(self.domains.items()):
+            if names is not None and name not in names:
+                continue
+            for path in (Path(root or "/nonexistent", "run", "qemu", f"{d.spec.domain_name()}.pid"),
+                         Path("/run/libvirt/qemu", f"{d.spec.domain_name()}.pid")):
+                with contextlib.suppress(OSError, ValueError):
+                    pids[name] = int(path.read_text().strip())
+                    break
+        return pids
+
+    def op_agent(self, name: str, agent_op: str, timeout: float = 30.0, **args: Any) -> dict:
+        agent = self.domains[name].agent
+        assert agent is not None
+        return {"ok": True, "reply": agent.call(agent_op, timeout=timeout, **args)}
+
+    def op_console(self, name: str, limit: int = CONSOLE_TAIL) -> dict:
+        return {"ok": True, "console": self.domains[name].console_tail(limit)}
+
+    def op_stats(self) -> dict:
+        pids = self._pids()
+        stats = {}
+        for name, d in self.domains.items():
+            rollup: dict[str, int] = {}
+            pid = pids.get(name)
+            with contextlib.suppress(OSError):
+                for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
+                    key, _, rest = line.partition(":")
+                    rollup[key.strip()] = int(rest.split()[0]) * 1024
+            alive = False
+            with contextlib.suppress(Exception):
+                alive = bool(d.dom.isActive())
+            stats[name] = {"pid": pid, "alive": alive, "memory": rollup,
+                           "mem_mb": d.spec.mem_mb, "domain": d.spec.domain_name(),
+                           "uuid": d.spec.uuid, "xml": d.dom.XMLDesc(0) if alive else ""}
+        return {"ok": True, "vms": stats}
+
+    def op_domains(self) -> dict:
+        """The names of all domains the connection shows (to prove they are gone)."""
+        return {"ok": True, "domains": [d.name() for d in self.conn.listAllDomains()]}
+
+    def op_stop(self, names: list[str]) -> dict:
+        self._kill(names)
+        return {"ok": True}
+
+    def _forget(self, names: list[str]) -> None:
+        with self._lock:
+            gone = [self.domains.pop(n) for n in names if n in self.domains]
+        for d in gone:
+            if d.agent is not None:
+                d.agent.close()
+            paths = [d.spec.agent_socket, d.spec.console] + ([d.spec.disk] if d.own_disk else [])
+            for path in paths:
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+
+    def _kill(self, names: list[str]) -> None:
+        import libvirt
+
+        for name in names:
+            d = self.domains.get(name)
+            if d is not None and d.dom is not None:
+                with contextlib.suppress(libvirt.libvirtError):
+                    d.dom.destroy()  # transient: destroyed means undefined and gone
+        taps = [self.domains[n].spec.tap for n in names
+                if n in self.domains and not self.domains[n].spec.tap_managed]
+        self._forget(names)
+        namespaces.remove_taps(taps)
+        self.taps = [t for t in self.taps if t not in taps]
+
+    def shutdown(self) -> None:
+        self._kill(list(self.domains))
+        if self.conn is not None:
+            with contextlib.suppress(Exception):
+                self.conn.close()
+            self.conn = None
+        if self.workdir != self.runtime:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def emergency_stop(self) -> None:
+        """The owner is gone: take every domain down now, then exit."""
+        if self.embedded:
+            _kill_descendants()
+        else:
+            for d in list(self.domains.values()):
+                with contextlib.suppress(Exception):
+                    d.dom.destroy()
+            if self.workdir != self.runtime:
+                shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def _wait_pid(pid: int) -> None:
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, 0)
+
+
+def _entropy() -> str:
+    import base64
+
+    return base64.b64encode(os.urandom(64)).decode()
+
+
+def _kill_descendants() -> None:
+    """SIGKILL every process below this one (we are their subreaper)."""
+    me = os.getpid()
+    for _ in range(3):
+        found = []
+        stack = [me]
+        while stack:
+            pid = stack.pop()
+            for task in Path(f"/proc/{pid}/task").glob("*"):
+                with contextlib.suppress(OSError):
+                    kids = [int(k) for k in (task / "children").read_text().split()]
+                    found += kids
+                    stack += kids
+        if not found:
+            return
+        for pid in found:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.05)
+
+
+def _event_loop() -> None:
+    import libvirt
+
+    while True:
+        libvirt.virEventRunDefaultImpl()
+
+
+def _watch_owner(control: socket.socket, sup_box: list) -> None:
+    poller = select.poll()
+    poller.register(control.fileno(), select.POLLRDHUP | select.POLLHUP)
+    while True:
+        for _, events in poller.poll():
+            if events & (select.POLLRDHUP | select.POLLHUP | select.POLLERR):
+                if sup_box:
+                    with contextlib.suppress(Exception):
+                        sup_box[0].emergency_stop()
+                else:
+                    _kill_descendants()
+                os._exit(0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    # libvirt logs warnings (tainted: high-privileges...) to stderr: keep errors only
+    os.environ.setdefault("LIBVIRT_LOG_OUTPUTS", "4:stderr")
+
+    parser = argparse.ArgumentParser(prog="antrieb-libvirt-supervisor")
+    parser.add_argument("--control-fd", type=int, required=True)
+    parser.add_argument("--runtime", required=True)
+    parser.add_argument("--apt-cache", default="")
+    parser.add_argument("--upstreams", default="{}")
+    args = parser.parse_args(argv)
+    control = socket.socket(fileno=args.control_fd)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sup_box: list[LibvirtSupervisor] = []
+    try:
+        ctypes.CDLL(None).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+        host_netns = os.open("/proc/self/ns/net", os.O_RDONLY)  # inheritable on purpose
+        namespaces.enter_private_mounts(args.runtime)
+        threading.Thread(target=_watch_owner, args=(control, sup_box), daemon=True).start()
+        listen: queue.Queue = queue.Queue()
+        upstreams = json.loads(args.upstreams)
+        if args.apt_cache and upstreams:
+            threading.Thread(target=_proxy_thread, args=(listen, args.apt_cache, upstreams),
+                             daemon=True).start()
+        namespaces.enter_private_network()
+        proxy = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        proxy.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        proxy.bind((netplan.GATEWAY_IP, netplan.PROXY_PORT))
+        proxy.listen(64)
+        listen.put(proxy)
+        import libvirt
+
+        # Started after the network unshare: QEMU spawned from these threads and from
+        # the launch workers sits in the cluster network.
+        libvirt.virEventRegisterDefaultImpl()
+        threading.Thread(target=_event_loop, daemon=True).start()
+        sup = LibvirtSupervisor(control, Path(args.runtime), host_netns)
+        sup_box.append(sup)
+    except Exception as exc:
+        control.send(json.dumps({"ok": False, "error": f"{type(exc).__name__}: {exc}",
+                                 "trace": traceback.format_exc(limit=5)}).encode())
+        return 1
+    sup.send({"ok": True, "pid": os.getpid()})
+    try:
+        sup.serve()
+    finally:
+        sup.shutdown()
+        _kill_descendants()
+    return 0
+
+
+def new_uuid() -> str:
+    return str(uuid.uuid4())
+
+
+if __name__ == "__main__":
+    sys.exit(main())
