@@ -1,4 +1,5 @@
-"""`antrieb mcp` as a separate process, driven by the official MCP client over stdio:
+"""`antrieb mcp` as a separate process, driven by the official MCP client over stdio
+(and streamable HTTP):
 the tools, the examples, the run store, and clear errors for bad input. Runs on real
 VMs are in tests/vm/test_mcp.py."""
 
@@ -36,7 +37,7 @@ def env(private_cache):
     return {"ANTRIEB_CACHE": str(private_cache)}
 
 
-async def test_tools_examples_and_runs_over_stdio(env):
+async def test_tools_examples_runs_and_bad_input_over_stdio(env):
     async with mcp_client(env) as session:
         tools = {t.name: t for t in (await session.list_tools()).tools}
         assert set(tools) >= TOOLS
@@ -63,9 +64,8 @@ async def test_tools_examples_and_runs_over_stdio(env):
         assert "haproxy" in run["final_artifacts"]["lb"]
         assert all(c["passed"] for c in run["checks"] if c["iteration"] == 3)
 
-
-async def test_bad_input_is_a_clear_tool_error(env):
-    async with mcp_client(env) as session:
+        # bad input: a clear tool error, and the server goes on (one process for both,
+        # since starting it costs seconds)
         msg = _error(await session.call_tool("run_example", {"name": "no-such-example"}))
         assert "no example 'no-such-example'" in msg and "nginx-lb" in msg
         msg = _error(await session.call_tool("get_run", {"run_id": "r-nope"}))
@@ -91,3 +91,50 @@ async def test_bad_input_is_a_clear_tool_error(env):
         # the server is still fine, and nothing was recorded by the refused calls
         assert len(_data(await session.call_tool("list_runs", {}))) == len(EXAMPLE_RUNS)
     assert json.loads(json.dumps(store.list_runs()))  # the store is intact
+
+
+async def test_streamable_http_serves_the_same_tools(env, tmp_path):
+    """`antrieb mcp --http` as its own process on a loopback port."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import anyio
+    from mcp import ClientSession
+    from mcp.client.streamable_http import streamable_http_client
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    exe = Path(sys.executable).parent / "antrieb"
+    log = open(tmp_path / "server.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen([str(exe), "mcp", "--http", "--port", str(port)],
+                            env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        with anyio.fail_after(60):
+            while True:
+                assert proc.poll() is None, (tmp_path / "server.log").read_text()
+                try:
+                    with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                        break
+                except OSError:
+                    await anyio.sleep(0.2)
+        url = f"http://127.0.0.1:{port}/mcp"
+        async with streamable_http_client(url) as (read, write), \
+                ClientSession(read, write) as session:
+            await session.initialize()
+            assert {t.name for t in (await session.list_tools()).tools} >= TOOLS
+            listed = _data(await session.call_tool("list_runs", {}))
+            assert len(listed) == len(EXAMPLE_RUNS)
+            assert _error(await session.call_tool("run_example", {"name": "x"}))
+    finally:
+        proc.send_signal(signal.SIGINT)  # the server we started, by its PID
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
