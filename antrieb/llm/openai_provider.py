@@ -163,6 +163,19 @@ class OpenAIProvider:
         return self._completion(response, time.monotonic() - started)
 
     def _completion(self, response: Any, seconds: float) -> Completion:
+        # The client builds its response objects leniently: a server that answers
+        # {"choices": 1} or a number for the content gets here, and must not crash the run.
+        try:
+            return self._parse_completion(response, seconds)
+        except LLMError:
+            raise
+        except (TypeError, AttributeError, LookupError, ValueError) as exc:
+            raise LLMError(
+                f"the server at {_display_url(self.base_url)} answered with a malformed "
+                f"completion ({type(exc).__name__}: {self._redact(str(exc))[:300]})",
+                provider=self.name) from None
+
+    def _parse_completion(self, response: Any, seconds: float) -> Completion:
         choices = getattr(response, "choices", None)
         if not choices:
             raise LLMError(
@@ -173,15 +186,22 @@ class OpenAIProvider:
         choice = choices[0]
         message = getattr(choice, "message", None)
         usage = getattr(response, "usage", None)
+        text = getattr(message, "content", None)
+        if text is not None and not isinstance(text, str):
+            raise TypeError(f"the message content is a {type(text).__name__}, not text")
+        model = getattr(response, "model", None)
+
+        def count(name: str) -> int:  # a server's odd usage figures cost nothing
+            value = getattr(usage, name, None)
+            return value if isinstance(value, int) and value >= 0 else 0
+
         return Completion(
             # None happens (tool calls, refusals, some local servers); the parser
             # then reports an empty answer and re-asks instead of crashing here.
-            text=getattr(message, "content", None) or "",
-            model=getattr(response, "model", None) or self.model,
-            usage=Usage(
-                prompt_tokens=getattr(usage, "prompt_tokens", None) or 0,
-                completion_tokens=getattr(usage, "completion_tokens", None) or 0,
-            ),
+            text=text or "",
+            model=model if isinstance(model, str) and model else self.model,
+            usage=Usage(prompt_tokens=count("prompt_tokens"),
+                        completion_tokens=count("completion_tokens")),
             seconds=seconds,
             finish_reason=getattr(choice, "finish_reason", None),
         )
