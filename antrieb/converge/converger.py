@@ -112,6 +112,8 @@ class Converger:
         self.run_id = run_id or new_run_id()
         inner = provider if provider is not None and not isinstance(provider, str) \
             else get_provider(provider)
+        # made here from a spec: ours to close when the run ends (its HTTP connections)
+        self._own_provider = inner if inner is not provider else None
         self.recorder: RunRecorder | None = None
         self.store: Any = None  # antrieb.store.LiveWriter: rows as events arrive
         if record:
@@ -280,6 +282,9 @@ class Converger:
             self._teardown(self.result.iterations[-1] if self.result.iterations else None)
             self._finish(status, reason)
             unsubscribe()
+            close = getattr(self._own_provider, "close", None)
+            if close is not None:
+                close()
         return self.result
 
     def _finish(self, status: Status, reason: str) -> None:

@@ -9,6 +9,7 @@ cluster is the in-memory twin (the model fails before any cluster is needed).
 from __future__ import annotations
 
 import json
+import os
 import socket
 
 import pytest
@@ -97,3 +98,23 @@ def test_garbage_from_the_endpoint_ends_the_run_with_a_reason(status, body):
         result, _calls = _run(server.base_url)
     assert result.status == "failed" and result.reason
     assert not result.reason.startswith("internal error"), result.reason
+
+
+def test_runs_close_the_connections_of_the_provider_they_made(monkeypatch):
+    # a notebook or the MCP server keeps finished Convergers around: each must not keep
+    # its HTTP connections open
+    def fds() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    task = Task.model_validate(TASK)
+    with ChatServer([Reply(text="no JSON here")]) as server:
+        for key, value in {"OPENAI_BASE_URL": server.base_url, "OPENAI_API_KEY": "sk-x",
+                           "ANTRIEB_MODEL": "m", "ANTRIEB_STORE": "off"}.items():
+            monkeypatch.setenv(key, value)
+        Converger(task, provider="openai", cluster_factory=World().factory()).run()
+        before = fds()
+        kept = [Converger(task, provider="openai", cluster_factory=World().factory())
+                for _ in range(5)]
+        for conv in kept:
+            assert conv.run().status == "failed"
+        assert fds() <= before + 1, f"{fds() - before} descriptors more after 5 runs"
