@@ -3,12 +3,15 @@
 It counts what a leak would grow, before the first cluster and after the last:
 
 - ``processes``: this process's descendants (a supervisor or QEMU that outlived its
-  cluster would still hang here), this process's threads, and how many of the
+  cluster would still hang here), this process's threads (native ones too), and how
+  many of the
   supervisor and QEMU processes the soak started are still alive anywhere;
 - ``open_files``: file descriptors of this process (a paramiko transport, a control
   socket or a console file not closed per cluster adds one each time);
-- ``namespaces``: how many of the soak's cluster network/mount namespaces still exist
-  (the kernel reaps them once the last process inside exits), and the host total;
+- ``namespaces``: how many of the soak's cluster network/mount namespaces a process of
+  the soak still holds (the kernel reaps them once the last process inside exits; it
+  reuses the numbers, so an ID seen again in another user's cluster is counted apart),
+  and the host totals;
 - ``disk``: bytes under the cache folder (and its ``runtime`` tmpfs mountpoint, which
   must stay empty), the temp folder and ``/dev/shm``.
 
@@ -74,16 +77,21 @@ def alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
-def namespace_ids(kind: str) -> set[str]:
-    """Every ``kind`` ('net', 'mnt') namespace some process on the host is in."""
-    found = set()
+def namespace_holders(kind: str) -> dict[str, set[int]]:
+    """Every ``kind`` ('net', 'mnt') namespace on the host -> the processes in it."""
+    found: dict[str, set[int]] = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
-                found.add(os.readlink(f"/proc/{entry}/ns/{kind}"))
+                found.setdefault(os.readlink(f"/proc/{entry}/ns/{kind}"), set()).add(int(entry))
             except OSError:
                 continue
     return found
+
+
+def namespace_ids(kind: str) -> set[str]:
+    """Every ``kind`` ('net', 'mnt') namespace some process on the host is in."""
+    return set(namespace_holders(kind))
 
 
 def tree_bytes(path: Path) -> int:
@@ -101,7 +109,11 @@ def snapshot(started_pids: set[int], cluster_ns: set[str]) -> dict[str, Any]:
     """The counts a leak would grow (see the module docstring)."""
     cache = config.cache_dir()
     runtime = cache / "runtime"
-    net, mnt = namespace_ids("net"), namespace_ids("mnt")
+    net, mnt = namespace_holders("net"), namespace_holders("mnt")
+    ours = started_pids | set(descendants())
+    # The kernel reuses a freed namespace's inode number: an ID of ours held by someone
+    # else's new cluster is not ours any more. Ours leaks only if a process of ours holds it.
+    holders = [net.get(ns, set()) | mnt.get(ns, set()) for ns in cluster_ns]
     return {
         "processes": {
             "descendants": len(descendants()),
@@ -110,7 +122,8 @@ def snapshot(started_pids: set[int], cluster_ns: set[str]) -> dict[str, Any]:
         },
         "open_files": len(os.listdir("/proc/self/fd")),
         "namespaces": {
-            "cluster_still_present": len(cluster_ns & (net | mnt)),
+            "held_by_soak": sum(1 for h in holders if h & ours),
+            "ids_reused_by_others": sum(1 for h in holders if h and not h & ours),
             "host_net": len(net),
             "host_mnt": len(mnt),
         },
@@ -179,7 +192,7 @@ def bench_soak(clusters: int = 100, nodes: int = 2, image: str = "debian-12",
 
     ``no_growth`` is true when nothing traced to the soak is left (processes it started,
     its namespaces, descendants, the runtime folder) and this process holds no more open
-    files or threads than before.
+    files or Python threads than before.
     """
     get_driver(driver).prepare({image})  # image + golden: built once, not part of a figure
     started: set[int] = set()
@@ -191,9 +204,11 @@ def bench_soak(clusters: int = 100, nodes: int = 2, image: str = "debian-12",
     threads_before = threading.active_count()
     before = snapshot(started, namespaces)
     ready: list[float] = []
+    load: list[float] = []  # the host's 1-minute load: shared machines drift
     t0 = time.monotonic()
     for i in range(clusters):
         ready.append(_one_cluster(nodes, image, driver, started, namespaces))
+        load.append(os.getloadavg()[0])
         if progress:
             progress(i + 1, ready[-1])
     total = time.monotonic() - t0
@@ -202,9 +217,9 @@ def bench_soak(clusters: int = 100, nodes: int = 2, image: str = "debian-12",
     delta = growth(before, after)
     first, last = ready[:10], ready[-10:]
     traced = (after["processes"]["started_still_alive"] == 0
-              and after["namespaces"]["cluster_still_present"] == 0
+              and after["namespaces"]["held_by_soak"] == 0
               and delta["processes"]["descendants"] <= 0
-              and delta["processes"]["threads"] <= 0
+              and threading.active_count() <= threads_before
               and delta["open_files"] <= 0
               and after["disk"]["runtime_entries"] == 0)
     p95_ratio = _stats(last)["p95"] / max(_stats(first)["p95"], 1e-9)
@@ -220,7 +235,9 @@ def bench_soak(clusters: int = 100, nodes: int = 2, image: str = "debian-12",
         "growth": delta,
         "python_threads": {"before": threads_before, "after": threading.active_count()},
         "ready_s": {"first10": _stats(first), "last10": _stats(last),
-                    "all": _stats(ready), "p95_last_vs_first": round(p95_ratio, 3)},
+                    "all": _stats(ready), "p95_last_vs_first": round(p95_ratio, 3),
+                    "host_load1_first10": round(statistics.mean(load[:10]), 2),
+                    "host_load1_last10": round(statistics.mean(load[-10:]), 2)},
         "no_growth": traced,
         "ready_ok": p95_ratio <= 1.5,
     }
