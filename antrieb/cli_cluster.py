@@ -19,10 +19,15 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from antrieb.cli import JsonOpt, _print_json, _run, app, err, out
+from antrieb.cli import JsonOpt, _run, app, err, out
 
 cluster_app = typer.Typer(help="Clusters to work on by hand.", no_args_is_help=True)
 app.add_typer(cluster_app, name="cluster")
+
+
+def _json_line(obj: dict) -> None:
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
 
 
 @cluster_app.command("up")
@@ -33,7 +38,9 @@ def cluster_up(
     as_json: JsonOpt = False,
 ) -> None:
     """Bring a cluster up, print its nodes, run 'NODE COMMAND' lines from stdin
-    ('all COMMAND' for every node), tear down at end of input or Ctrl-C.
+    ('all COMMAND' for every node), tear down at end of input or Ctrl-C. With --json:
+    JSON lines, the nodes first, then one object per command result. Exit 1 if any
+    command failed.
 
     Example: antrieb cluster up --nodes 3   (then type: node1 apt-get update)
     """
@@ -44,8 +51,7 @@ def cluster_up(
         with Cluster(nodes=nodes, image=image) as cluster:
             listing = [{"name": n.name, "ip": n.ip, "image": image} for n in cluster]
             if as_json:
-                sys.stdout.write(json.dumps({"cluster": cluster.id, "nodes": listing}) + "\n")
-                sys.stdout.flush()
+                _json_line({"cluster": cluster.id, "nodes": listing})
             else:
                 for n in listing:
                     out.print(f"{n['name']}  {n['ip']}  {n['image']}")
@@ -64,10 +70,10 @@ def cluster_up(
                 for name in names if target == "all" else [target]:
                     r = cluster[name].run(command, timeout=timeout)
                     failures += 0 if r.exit_status == 0 else 1
-                    if as_json:
-                        _print_json({"node": name, "command": command,
-                                     "exit_status": r.exit_status, "stdout": r.stdout,
-                                     "stderr": r.stderr, "seconds": round(r.seconds, 3)})
+                    if as_json:  # JSON lines: one object per result, as it comes
+                        _json_line({"node": name, "command": command,
+                                    "exit_status": r.exit_status, "stdout": r.stdout,
+                                    "stderr": r.stderr, "seconds": round(r.seconds, 3)})
                     else:
                         out.print(f"[bold]{name}[/bold] $ {escape(command)}  -> exit "
                                   f"{r.exit_status} ({r.seconds:.1f}s)", highlight=False)
