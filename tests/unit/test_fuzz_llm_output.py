@@ -27,7 +27,7 @@ from antrieb.llm import Completion, Message, Usage, ask, ask_text, extract_json
 from .converge.fakes import World
 
 PROMPT = [Message(role="user", content="answer in JSON")]
-FUZZ = settings(max_examples=150, deadline=None,
+FUZZ = settings(max_examples=100, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 
 json_values = st.recursive(

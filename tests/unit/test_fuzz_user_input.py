@@ -25,7 +25,7 @@ from antrieb.llm import Recording
 
 from .test_fuzz_llm_output import json_values, mutated
 
-FUZZ = settings(max_examples=150, deadline=None,
+FUZZ = settings(max_examples=100, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 
 VALID_TASK = {
@@ -129,7 +129,8 @@ def test_run_ids_name_only_recorded_runs(private_cache, run_id):
     assert record["run_id"]
 
 
-@FUZZ
+@settings(max_examples=30, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(request=st.text(max_size=50), nodes=st.sampled_from(["0", "1", "5", "-1", "x", "4"]),
        tool=st.sampled_from(["shell", "ansible", "puppet", ""]),
        image=st.sampled_from(["debian-12", "debian-99", "", "../x"]))
