@@ -221,6 +221,7 @@ def main() -> None:
     try:
         app()
     except KeyboardInterrupt:
+import antrieb.cli_experiment  # noqa: E402, F401  (registers experiment)
         sys.exit(130)
 
 

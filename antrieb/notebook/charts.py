@@ -21,6 +21,7 @@ NODE_SEGMENTS = [("ready", "#0969da"), ("package installs", "#d4a72c"),
 
 def _layout(title: str, **extra: Any) -> dict[str, Any]:
     return {"title": {"text": title, "font": {"size": 14}}, "barmode": "stack",
+            "autosize": True,
             "height": 300, "margin": {"l": 60, "r": 10, "t": 40, "b": 40},
             "legend": {"orientation": "h", "y": -0.2}, "template": "plotly_white", **extra}
 

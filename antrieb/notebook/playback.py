@@ -44,6 +44,14 @@ class RecordedRun:
     def task_artifacts(self) -> dict[str, str]:
         return artifact_texts(self.record.get("task") or {})
 
+    def result(self) -> Any:
+        """The recorded :class:`~antrieb.converge.RunResult` (its record is this folder)."""
+        from antrieb.converge.results import RunResult
+
+        data = dict(self.record.get("result") or {})
+        data["record_dir"] = str(self.folder)
+        return RunResult.model_validate(data)
+
     def state(self) -> RunState:
         """A fresh :class:`RunState` that knows this run (and the task's own code)."""
         return RunState(run_id=self.run_id, task_artifacts=self.task_artifacts())

@@ -152,7 +152,7 @@ def _steps_table(it: IterationView, rerun: bool) -> str:
         status = "timed out" if s.timed_out else f"exit {s.exit_status}"
         extra = f", installs {s.install_s:.1f}s" if s.install_s else ""
         extra += f", changed={s.changed}" if s.changed is not None else ""
-        out = "" if s.ok else f"<pre>{_e(s.output_tail[-1500:])}</pre>"
+        out = "" if s.ok else f"<pre>{_e(s.output_tail[-700:])}</pre>"  # errors come last
         rows.append(f'<tr class="antrieb-step"><td>step</td><td>{_e(s.artifact)}</td>'
                     f"<td>{_e(s.node)}</td><td>{_mark(s.ok)} {_e(status)}</td>"
                     f"<td>{s.seconds:.1f}s{extra}{out}</td></tr>")

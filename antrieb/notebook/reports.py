@@ -41,8 +41,11 @@ def report(source: str | Path) -> RunReport:
 def result_html(result: Any) -> str:
     """HTML of a :class:`~antrieb.converge.RunResult`."""
     if result.record_dir and (Path(result.record_dir) / "events.jsonl").exists():
+        from antrieb.converge.record import runs_dir
+
         view = RunReport(result.record_dir).view
-        view.playback = None  # it is this process's own run, not a playback
+        if Path(result.record_dir).resolve().parent == runs_dir().resolve():
+            view.playback = None  # a run of this machine, not a shipped recording
         return render.page(view)
     fig = result.figures()
     rows = "".join(f"<tr><th>{escape(k)}</th><td>{escape(str(v))}</td></tr>"

@@ -20,6 +20,7 @@ Example::
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -34,11 +35,15 @@ _CHART_KINDS = {"iteration_finished", "cluster_state", "cluster_ready", "llm_cal
                 "run_finished", "troubleshoot_turn"}
 
 
-def _figure_widget(fig: Any) -> Any:
-    """plotly's FigureWidget (an anywidget since plotly 6): updates in place when redrawn."""
-    import plotly.graph_objects as go
+PLOTLY_MIME = "application/vnd.plotly.v1+json"
 
-    return go.FigureWidget(fig)
+
+def _plotly_output(fig: Any) -> dict[str, Any]:
+    """A figure as the display_data output JupyterLab's plotly renderer draws (plotly
+    ships that renderer; no plotly.js is embedded in the notebook)."""
+    return {"output_type": "display_data", "metadata": {},
+            "data": {PLOTLY_MIME: json.loads(fig.to_json()),
+                     "text/plain": f"<plotly figure: {fig.layout.title.text}>"}}
 
 
 class RunWidget:
@@ -57,8 +62,10 @@ class RunWidget:
         self.timeline = w.HTML(layout=w.Layout(width="100%"))
         self.transcript = w.HTML(layout=w.Layout(width="100%"))
         self.final = w.HTML(layout=w.Layout(width="100%"))
-        self.iteration_chart = _figure_widget(charts.iteration_figure(self.state.view))
-        self.node_chart = _figure_widget(charts.node_figure(self.state.view))
+        # plotly figures inside Output widgets, replaced when the figures change: works
+        # from any thread and needs no front-end code of ours
+        self.iteration_chart = w.Output(layout=w.Layout(width="50%"))
+        self.node_chart = w.Output(layout=w.Layout(width="50%"))
         charts_box = w.HBox([self.iteration_chart, self.node_chart],
                             layout=w.Layout(width="100%"))
         charts_box.add_class("antrieb-charts")
@@ -96,20 +103,14 @@ class RunWidget:
                 self.stop_button.disabled = True
 
     def _redraw(self, v: Any) -> None:
-        """Move the new figures into the existing traces (only when they changed:
-        every trait change is a message to the front end)."""
-        x, ys = charts.iteration_series(v)
-        y, xs = charts.node_series(v)
-        if (x, ys, y, xs) == self._drawn:
+        """Replace the charts, only when their figures changed (each change is a
+        message to the front end)."""
+        series = (charts.iteration_series(v), charts.node_series(v))
+        if series == self._drawn:
             return
-        self._drawn = (x, ys, y, xs)
-        with self.iteration_chart.batch_update():
-            for trace in self.iteration_chart.data:
-                trace.x, trace.y = x, ys[trace.name]
-        with self.node_chart.batch_update():
-            for trace in self.node_chart.data:
-                trace.y, trace.x = y, xs[trace.name]
-            self.node_chart.layout.height = charts.node_height(len(y))
+        self._drawn = series
+        self.iteration_chart.outputs = (_plotly_output(charts.iteration_figure(v)),)
+        self.node_chart.outputs = (_plotly_output(charts.node_figure(v)),)
 
     def finish(self) -> None:
         """The run is over: final redraw, and the static HTML copy in the output updated."""

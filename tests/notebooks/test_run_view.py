@@ -97,5 +97,7 @@ def test_widget_bundle_carries_widget_and_static_html() -> None:
     assert "model_id" in bundle["application/vnd.jupyter.widget-view+json"]
     assert "antrieb-timeline" in bundle["text/html"]
     assert "converged" in widget.header.value
-    assert list(widget.iteration_chart.data[1].y) == [
+    figure = widget.iteration_chart.outputs[0]["data"]["application/vnd.plotly.v1+json"]
+    apply = next(t for t in figure["data"] if t["name"] == "apply")
+    assert list(apply["y"]) == [
         round(it["timings"]["apply_s"], 2) for it in _record("nginx-lb")["result"]["iterations"]]
