@@ -134,3 +134,94 @@ async def test_stop_run_and_cancel_stop_the_cluster(world_slow):
     assert record["state"] == "stopped"
     assert record["result"]["reason"] == "cancelled by the MCP client"
     assert json.dumps(record)  # a complete record
+
+
+def _answer(obj: dict):
+    from .llm.chat_server import Reply
+
+    return Reply(text=json.dumps(obj))
+
+
+CANARY = "sk-canary-mcp-0123456789"
+
+
+@pytest.fixture
+def chat(monkeypatch):
+    """A scripted chat-completions server: the real OpenAI client path of the provider
+    the tools use when the client names no recording."""
+    from .llm.chat_server import ChatServer
+
+    def start(replies):
+        server = ChatServer(replies).__enter__()
+        monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+        monkeypatch.setenv("OPENAI_API_KEY", CANARY)
+        monkeypatch.delenv("ANTRIEB_LLM", raising=False)
+        made.append(server)
+        return server
+
+    made: list = []
+    yield start
+    for server in made:
+        server.__exit__(None, None, None)
+
+
+def _no_canary_in_the_store() -> None:
+    db = store.connect()
+    for table in store.TABLES:
+        assert CANARY not in json.dumps(db.rows(f"SELECT * FROM {table}")[1], default=str)
+    db.close()
+
+
+async def test_converge_a_task_in_words_with_the_configured_llm(world, chat):
+    script = {"tool": "shell", "scripts": {"app": "echo hi > /srv/hello\n"}}
+    server = chat([
+        _answer({"notes": "one node writes the file", "artifacts": script,
+                 "topology": {"nodes": [{"name": "node1", "role": "app"}]},
+                 "checks": [{"name": "file there", "node": "node1",
+                             "command": "test -s /srv/hello"}]}),
+        _answer({"notes": "as it was", "artifacts": script}),
+    ])
+    async with client() as c:
+        result = await c.call_tool("converge", {"request": "a file /srv/hello saying hi",
+                                                "max_nodes": 1, "llm": "openai:test-model"})
+        assert not result.is_error, result.content
+    out = result.structured_content
+    assert out["status"] == "converged", out["reason"]
+    assert out["final"] == {"app": "echo hi > /srv/hello\n"}
+    assert [(it["phase"], it["passed"]) for it in out["iterations"]] == [
+        ("attempt", True), ("verify", True)]
+    first = server.seen[0].body["messages"]
+    assert "a file /srv/hello saying hi" in json.dumps(first)
+    assert server.seen[0].headers["authorization"] == f"Bearer {CANARY}"
+    run = store.get_run(out["run_id"])
+    assert run["model"] == "test-model" and run["prompt_tokens"] > 0
+    _no_canary_in_the_store()
+
+
+class DeployWorld(LoadBalancerWorld):
+    def script(self, node: FakeNode, role: str, text: str):
+        if "apt-get install -y nginx" not in text:
+            return 127, "", f"/root/antrieb/{role}.sh: line 2: nginx: command not found"
+        return 0, "Setting up nginx ...\n", ""
+
+
+async def test_deploy_user_code_reports_findings(tmp_path, monkeypatch, chat):
+    _twin(DeployWorld(), tmp_path, monkeypatch)
+    fixed = {"tool": "shell", "scripts": {"web": "apt-get install -y nginx\nnginx -v\n"}}
+    chat([_answer({"explanation": "nginx was not installed; install it first",
+                   "artifacts": fixed}),
+          _answer({"notes": "install, then check", "artifacts": fixed})])
+    async with client() as c:
+        result = await c.call_tool("deploy", {
+            "nodes": [{"name": "web1", "role": "web"}],
+            "scripts": {"web": "nginx -v\n"},
+            "checks": [{"name": "nginx answers", "node": "web1", "command": "true"}],
+            "llm": "openai:test-model"})
+        assert not result.is_error, result.content
+    out = result.structured_content
+    assert out["status"] == "converged", out["reason"]
+    assert out["iterations"][0]["failure_class"] in {"missing_command", "missing_package"}
+    assert out["iterations"][0]["path"] == "retry"
+    assert len(out["findings"]) == 1 and "nginx was not installed" in out["findings"][0]
+    assert out["final"]["web"].startswith("apt-get install -y nginx")
+    _no_canary_in_the_store()
