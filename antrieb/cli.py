@@ -214,6 +214,7 @@ def bench_soak(clusters: Annotated[int, typer.Option(help="Clusters up and down 
     raise typer.Exit(0 if figures["no_growth"] else 1)
 
 
+import antrieb.cli_experiment  # noqa: E402, F401  (registers experiment)
 from antrieb import cli_cluster, cli_converge, cli_mcp, cli_store  # noqa: E402, F401  (command groups)
 
 
@@ -221,7 +222,6 @@ def main() -> None:
     try:
         app()
     except KeyboardInterrupt:
-import antrieb.cli_experiment  # noqa: E402, F401  (registers experiment)
         sys.exit(130)
 
 
