@@ -56,8 +56,8 @@ class Example(BaseModel):
         """A :class:`~antrieb.converge.Converger` of this example with its recording."""
         from antrieb.converge import Converger
 
-        return Converger(self.task, provider=self.provider(),
-                         meta={"example": self.name}, **kwargs)
+        meta = {"example": self.name, **(kwargs.pop("meta", None) or {})}
+        return Converger(self.task, provider=self.provider(), meta=meta, **kwargs)
 
     def reference_run(self) -> Path | None:
         """The folder of this example's recorded real run, if one ships with it."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from antrieb.converge.answers import DesignAnswer, RetryAnswer, SynthesisAnswer
@@ -62,3 +64,13 @@ def test_the_shipped_run_of_an_example_is_a_real_converged_record(name):
     assert paths == load_example(name).expected_paths
     kinds = {e["kind"] for e in load_events(str(folder))}
     assert {"cluster_ready", "command_finished", "run_finished"} <= kinds  # real VMs ran it
+
+
+def test_an_example_run_takes_extra_meta(tmp_path, monkeypatch):
+    monkeypatch.setenv("ANTRIEB_CACHE", str(tmp_path))
+    conv = load_example("firewall").converger(meta={"experiment_id": "e1"})
+    try:
+        base = json.loads((conv.recorder.dir / "run.json").read_text())
+        assert base["example"] == "firewall" and base["experiment_id"] == "e1"
+    finally:
+        conv.recorder.close()
