@@ -54,6 +54,36 @@ def bench_cluster(nodes: int = 4, image: str = "debian-12", driver: str | None =
     for _ in range(rounds):
         colds.append(drv.cold_boot(image))
         runs.append(_cluster_round(nodes, image, driver, memory))
+    return _summary(colds, runs, nodes=nodes, image=image, memory=memory, rounds=rounds)
+
+
+def bench_compare(nodes: int = 4, image: str = "debian-12", memory: int = 512,
+                  rounds: int = 3, drivers: tuple[str, ...] = ("qemu", "libvirt"),
+                  ) -> dict[str, Any]:
+    """:func:`bench_cluster` for several drivers in one run, their rounds interleaved so
+    that each driver sees the same load of a shared machine. Adds
+    ``libvirt_over_qemu`` = libvirt cluster_ready_s / qemu cluster_ready_s."""
+    drvs = {name: get_driver(name, mem_mb=memory) for name in drivers}
+    for drv in drvs.values():
+        drv.prepare({image})
+    colds: dict[str, list[float]] = {name: [] for name in drivers}
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in drivers}
+    for _ in range(rounds):
+        for name, drv in drvs.items():
+            colds[name].append(drv.cold_boot(image))
+            runs[name].append(_cluster_round(nodes, image, name, memory))
+    result: dict[str, Any] = {"nodes": nodes, "image": image, "rounds": rounds}
+    for name in drivers:
+        result[name] = _summary(colds[name], runs[name], nodes=nodes, image=image,
+                                memory=memory, rounds=rounds)
+    if "qemu" in result and "libvirt" in result:
+        result["libvirt_over_qemu"] = round(
+            result["libvirt"]["cluster_ready_s"] / result["qemu"]["cluster_ready_s"], 4)
+    return result
+
+
+def _summary(colds: list[float], runs: list[dict[str, Any]], *, nodes: int, image: str,
+             memory: int, rounds: int) -> dict[str, Any]:
     middle = sorted(runs, key=lambda r: r["ready"])[len(runs) // 2]
     cold = statistics.median(colds)
     ready = middle["ready"]
@@ -72,7 +102,7 @@ def bench_cluster(nodes: int = 4, image: str = "debian-12", driver: str | None =
         "cluster_ready_s": round(ready, 3),
         "ratio_ready_vs_cold": round(ready / cold, 4),
         "teardown_s": round(statistics.median(r["teardown"] for r in runs), 3),
-        "private_mem_ratio": round(max(middle["mem"].values()), 4),
+        "private_mem_ratio": (round(max(middle["mem"].values()), 4) if middle["mem"] else None),
         "per_round": {
             "cold_boot_s": [round(c, 3) for c in colds],
             "cluster_ready_s": [round(r["ready"], 3) for r in runs],

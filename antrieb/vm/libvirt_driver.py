@@ -31,6 +31,7 @@ from antrieb.vm.driver import NodePlan
 from antrieb.vm.libvirt_golden import (
     BOOT_TIMEOUT,
     LibvirtGolden,
+    caps_cache,
     default_uri,
     ensure_golden,
     launch,
@@ -106,6 +107,8 @@ class LibvirtDriver:
                 raise VMError(first["node"], first["message"],
                               console_tail=first.get("console", ""))
             nodes.update(reply["nodes"])
+        if self.embedded:  # the first domain of a machine made libvirt probe QEMU: keep it
+            self.sup.request("libvirt_caps", caps_cache=caps_cache())
         return nodes
 
     def _adopt(self, sup: SupervisorClient) -> None:

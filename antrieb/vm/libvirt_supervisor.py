@@ -6,8 +6,9 @@ opened *inside* it.
 Embedded URI (``qemu:///embed?root=...``, the default): libvirt runs in this process and
 spawns QEMU from the calling thread, so QEMU inherits the cluster's network namespace
 and sees the taps directly; the embedded root lives in the private tmpfs, so its state
-is gone with the supervisor. This process is a child subreaper: QEMU (which libvirt
-daemonizes) stays our descendant, and is killed when the owner goes, even by ``kill -9``.
+is gone with the supervisor. libvirt daemonizes QEMU, so PDEATHSIG cannot tie it to us:
+when the owner goes (even by ``kill -9``) the watchdog SIGKILLs every QEMU named by
+the embedded driver's pid files before this process exits.
 
 Any other URI (``qemu:///system``, ``qemu+ssh://host/system``): the libvirtd spawns
 QEMU in its own namespaces. libvirt creates a uniquely named tap there; this process
@@ -20,7 +21,6 @@ Run as ``python -m antrieb.vm.libvirt_supervisor`` by :mod:`antrieb.vm.libvirt_d
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import os
 import queue
@@ -45,7 +45,6 @@ from antrieb.vm.libvirt_xml import DomainSpec, clone_save_header, domain_xml, re
 from antrieb.vm.spec import Identity
 from antrieb.vm.supervisor import CONSOLE_TAIL, Supervisor, VMFailure, _proxy_thread
 
-PR_SET_CHILD_SUBREAPER = 36
 QEMU_CONF = """\
 user = "root"
 group = "root"
@@ -87,6 +86,7 @@ class LibvirtSupervisor(Supervisor):
         super().__init__(control, runtime)
         self.host_netns = host_netns  # fd of the host's network namespace (for taps)
         self.conn: Any = None
+        self._secondary: Any = None
         self.uri = ""
         self.embedded = False
         self.workdir = runtime
@@ -113,22 +113,48 @@ class LibvirtSupervisor(Supervisor):
             self.workdir = Path(workdir)
             self.workdir.mkdir(parents=True, exist_ok=True)
         t0 = time.monotonic()
-        self.conn = libvirt.open(uri)
-        self.uri, self.embedded = uri, root is not None
+        cpus = os.sched_getaffinity(0)
+        try:
+            if root:
+                # libvirt keeps the host's CPUID with its cached capabilities, and CPUID
+                # leaf 0x1f names the CPU that runs the check: read it on one fixed CPU.
+                os.sched_setaffinity(0, {min(cpus)})
+            self.conn = libvirt.open(uri)
+            self.uri, self.embedded = uri, root is not None
+            if root:
+                # The cache is also tied to the newest ctime of the driver modules loaded so
+                # far, and a domain start loads the secondary drivers (secret...): load one
+                # now, then validate (or make) the capabilities, so the cached copy matches
+                # here and in every later supervisor. Re-probing costs seconds.
+                self._secondary = libvirt.open(f"secret:///embed?root={root}")
+                self.conn.getDomainCapabilities(None, "x86_64", "q35", "qemu")
+        finally:
+            os.sched_setaffinity(0, cpus)
         return {"ok": True, "seconds": time.monotonic() - t0,
                 "libvirt": self.conn.getLibVersion(), "hypervisor": self.conn.getType()}
 
     def op_libvirt_caps(self, caps_cache: str) -> dict:
-        """Keep the embedded driver's capabilities cache for the next supervisor."""
+        """Keep the embedded driver's capabilities cache for the next supervisor: libvirt
+        re-probes QEMU (seconds of CPU) whenever the cached file no longer matches."""
         root = embedded_root(self.uri)
-        src = Path(root or "", "cache", "qemu", "capabilities")
-        if root and src.is_dir() and not Path(caps_cache).exists():
-            tmp = f"{caps_cache}.tmp-{os.getpid()}"
-            shutil.copytree(src, tmp)
-            with contextlib.suppress(OSError):
-                os.rename(tmp, caps_cache)
+        src = Path(root or "/nonexistent", "cache", "qemu", "capabilities")
+        dst = Path(caps_cache)
+        if not src.is_dir():
+            return {"ok": True, "updated": False}
+        fresh = {f.name: f.read_bytes() for f in src.glob("*.xml")}
+        kept = {f.name: f.read_bytes() for f in dst.glob("*.xml")} if dst.is_dir() else {}
+        if fresh and fresh != kept:
+            tmp = Path(f"{caps_cache}.tmp-{os.getpid()}")
             shutil.rmtree(tmp, ignore_errors=True)
-        return {"ok": True}
+            shutil.copytree(src, tmp)
+            old = Path(f"{caps_cache}.old-{os.getpid()}")
+            with contextlib.suppress(OSError):
+                dst.rename(old)
+            with contextlib.suppress(OSError):
+                tmp.rename(dst)
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.rmtree(old, ignore_errors=True)
+        return {"ok": True, "updated": fresh != kept}
 
     # -- starting domains -----------------------------------------------------------
 
@@ -176,6 +202,7 @@ class LibvirtSupervisor(Supervisor):
         spec = d.spec
         if d.own_disk:
             self._overlay(spec, base, base_format)
+        d.timings["overlay"] = time.monotonic() - t0
         xml = domain_xml(spec)
         if golden_save:
             fifo = str(self.workdir / f"{spec.name}.save")
@@ -191,8 +218,6 @@ class LibvirtSupervisor(Supervisor):
         else:
             d.dom = self.conn.createXML(xml, 0)
         d.timings["started"] = time.monotonic() - t0
-        if self.embedded:
-            self._reap(spec)
         if spec.tap_managed:
             self._adopt_tap(spec.tap)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -219,13 +244,6 @@ class LibvirtSupervisor(Supervisor):
         except TimeoutError as exc:
             raise VMFailure(spec.name, str(exc), d.console_tail()) from exc
         return d.timings
-
-    def _reap(self, spec: DomainSpec) -> None:
-        """QEMU, daemonized by libvirt, is re-parented to us (the subreaper): wait for it,
-        or its zombie would make libvirt's destroy wait seconds for it to vanish."""
-        pid = self._pids([spec.name]).get(spec.name)
-        if pid:
-            threading.Thread(target=_wait_pid, args=(pid,), daemon=True).start()
 
     def op_launch(self, vms: list[dict], identities: list[dict], base: str,  # type: ignore[override]
                   base_format: str = "qcow2", golden_save: str | None = None,
@@ -340,6 +358,12 @@ class LibvirtSupervisor(Supervisor):
     def _kill(self, names: list[str]) -> None:
         import libvirt
 
+        root = embedded_root(self.uri)
+        if root:  # SIGKILL first: destroy alone SIGTERMs and waits for QEMU to exit
+            pids = self._pids(names)
+            for pid in pids.values():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
         for name in names:
             d = self.domains.get(name)
             if d is not None and d.dom is not None:
@@ -362,8 +386,9 @@ class LibvirtSupervisor(Supervisor):
 
     def emergency_stop(self) -> None:
         """The owner is gone: take every domain down now, then exit."""
-        if self.embedded:
-            _kill_descendants()
+        root = embedded_root(self.uri)
+        if root:
+            _kill_domains_by_pidfile(root)
         else:
             for d in list(self.domains.values()):
                 with contextlib.suppress(Exception):
@@ -372,36 +397,18 @@ class LibvirtSupervisor(Supervisor):
                 shutil.rmtree(self.workdir, ignore_errors=True)
 
 
-def _wait_pid(pid: int) -> None:
-    with contextlib.suppress(ChildProcessError, OSError):
-        os.waitpid(pid, 0)
+def _kill_domains_by_pidfile(root: str) -> None:
+    """SIGKILL every QEMU the embedded driver started (libvirt daemonizes them, so they
+    are not our children; their pid files say who they are)."""
+    for pidfile in Path(root, "run", "qemu").glob("*.pid"):
+        with contextlib.suppress(OSError, ValueError, ProcessLookupError):
+            os.kill(int(pidfile.read_text().strip()), signal.SIGKILL)
 
 
 def _entropy() -> str:
     import base64
 
     return base64.b64encode(os.urandom(64)).decode()
-
-
-def _kill_descendants() -> None:
-    """SIGKILL every process below this one (we are their subreaper)."""
-    me = os.getpid()
-    for _ in range(3):
-        found = []
-        stack = [me]
-        while stack:
-            pid = stack.pop()
-            for task in Path(f"/proc/{pid}/task").glob("*"):
-                with contextlib.suppress(OSError):
-                    kids = [int(k) for k in (task / "children").read_text().split()]
-                    found += kids
-                    stack += kids
-        if not found:
-            return
-        for pid in found:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        time.sleep(0.05)
 
 
 def _event_loop() -> None:
@@ -420,16 +427,12 @@ def _watch_owner(control: socket.socket, sup_box: list) -> None:
                 if sup_box:
                     with contextlib.suppress(Exception):
                         sup_box[0].emergency_stop()
-                else:
-                    _kill_descendants()
                 os._exit(0)
 
 
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    # libvirt logs warnings (tainted: high-privileges...) to stderr: keep errors only
-    os.environ.setdefault("LIBVIRT_LOG_OUTPUTS", "4:stderr")
 
     parser = argparse.ArgumentParser(prog="antrieb-libvirt-supervisor")
     parser.add_argument("--control-fd", type=int, required=True)
@@ -441,7 +444,6 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     sup_box: list[LibvirtSupervisor] = []
     try:
-        ctypes.CDLL(None).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
         host_netns = os.open("/proc/self/ns/net", os.O_RDONLY)  # inheritable on purpose
         namespaces.enter_private_mounts(args.runtime)
         threading.Thread(target=_watch_owner, args=(control, sup_box), daemon=True).start()
@@ -456,6 +458,9 @@ def main(argv: list[str] | None = None) -> int:
         proxy.bind((netplan.GATEWAY_IP, netplan.PROXY_PORT))
         proxy.listen(64)
         listen.put(proxy)
+        # libvirt logs expected noise (no cgroups, no dmidecode, tainted: high-privileges)
+        # as errors: into the private tmpfs with it, the console tails say what failed.
+        os.environ.setdefault("LIBVIRT_LOG_OUTPUTS", f"4:file:{args.runtime}/libvirt.log")
         import libvirt
 
         # Started after the network unshare: QEMU spawned from these threads and from
@@ -473,7 +478,6 @@ def main(argv: list[str] | None = None) -> int:
         sup.serve()
     finally:
         sup.shutdown()
-        _kill_descendants()
     return 0
 
 
