@@ -172,17 +172,24 @@ def bench_cluster(nodes: Annotated[int, typer.Option(help="Cluster size (1-4).")
                   driver: Annotated[str, typer.Option(help="VM driver.")] = "qemu",
                   image: Annotated[str, typer.Option(help="Image.")] = "debian-12",
                   rounds: Annotated[int, typer.Option(help="Rounds; figures are medians.")]
-                  = 3, as_json: JsonOpt = False) -> None:
+                  = 3, compare: Annotated[bool, typer.Option(
+                      "--compare", help="Run qemu and libvirt in one run, side by side.")]
+                  = False, as_json: JsonOpt = False) -> None:
     """Cold boot vs. cluster from the golden snapshot, in one run.
 
     Example: antrieb bench cluster --nodes 4 --json
+    (--compare: both drivers, plus libvirt_over_qemu)
     """
     from antrieb.bench import bench_cluster as run_bench
+    from antrieb.bench import bench_compare
 
     if not 1 <= rounds <= 20:
         err.print("[red]error:[/red] --rounds must be 1..20")
         raise typer.Exit(2)
-    figures = _run(run_bench, nodes=nodes, image=image, driver=driver, rounds=rounds)
+    if compare:
+        figures = _run(bench_compare, nodes=nodes, image=image, rounds=rounds)
+    else:
+        figures = _run(run_bench, nodes=nodes, image=image, driver=driver, rounds=rounds)
     if as_json:
         _print_json(figures)
     else:
