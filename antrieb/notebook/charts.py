@@ -81,3 +81,20 @@ def node_figure(v: RunView) -> Any:
         fig.add_bar(name=label, y=y, x=xs[label], orientation="h", marker_color=colour,
                     hovertemplate="%{y}: " + label + " %{x:.1f}s")
     return fig
+
+
+def figure_bundle(fig: Any) -> dict[str, Any]:
+    """A figure for a notebook output: plotly's mimetype for JupyterLab (drawn by the
+    renderer plotly ships) and an HTML version for nbconvert and code hosts."""
+    import json
+
+    return {"application/vnd.plotly.v1+json": json.loads(fig.to_json()),
+            "text/html": fig.to_html(full_html=False, include_plotlyjs="cdn"),
+            "text/plain": f"<plotly figure: {fig.layout.title.text}>"}
+
+
+def show(fig: Any) -> None:
+    """Display ``fig`` with :func:`figure_bundle`."""
+    from IPython.display import display
+
+    display(figure_bundle(fig), raw=True)

@@ -5,9 +5,10 @@ is folded into the state and the panes whose HTML changed are updated, which sen
 comm message the front end applies at once, also while the cell is still running. The
 widget never drives the run: a Stop button, when given a callback, only calls it.
 
-Displayed, it is both the live widget and a static HTML copy of the run
-(``text/html`` next to the widget view in the output), refreshed when the run ends,
-so an executed notebook reads well without a kernel.
+:meth:`RunWidget.display` shows the live widget and, in the output after it, a static
+HTML copy of the run, refreshed when the run ends: live front ends hide the copy (the
+widget's CSS does), nbconvert HTML and code hosts show it, so an executed notebook reads
+well without a kernel.
 
 Example::
 
@@ -36,6 +37,8 @@ _CHART_KINDS = {"iteration_finished", "cluster_state", "cluster_ready", "llm_cal
 
 
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
+# Where the widget is alive, its static copy (the output after it) is not needed.
+HIDE_STATIC = "<style>.antrieb-static-copy{display:none}</style>"
 
 
 def _plotly_output(fig: Any) -> dict[str, Any]:
@@ -56,6 +59,7 @@ class RunWidget:
         self.state = state or RunState()
         self._lock = threading.Lock()
         self._handle: Any = None
+        self._static: Any = None
         self._drawn: Any = None
         self.header = w.HTML(layout=w.Layout(width="100%"))
         self.cluster = w.HTML()
@@ -92,7 +96,8 @@ class RunWidget:
         with self._lock, self.state.lock:
             v = self.state.view
             css = render.CSS
-            self.header.value = f'{css}<div class="antrieb-run">{render.header(v)}</div>'
+            self.header.value = (f'{css}{HIDE_STATIC}<div class="antrieb-run">'
+                                 f'{render.header(v)}</div>')
             self.cluster.value = f'<div class="antrieb-run">{render.cluster_panel(v)}</div>'
             self.timeline.value = f'<div class="antrieb-run">{render.timeline(v)}</div>'
             self.transcript.value = f'<div class="antrieb-run">{render.transcript(v)}</div>'
@@ -113,27 +118,43 @@ class RunWidget:
         self.node_chart.outputs = (_plotly_output(charts.node_figure(v)),)
 
     def finish(self) -> None:
-        """The run is over: final redraw, and the static HTML copy in the output updated."""
+        """The run is over: final redraw, and the outputs' static copy brought up to date."""
         self.refresh(charts_too=True)
-        if self._handle is not None:
-            self._handle.update(self)
+        if self._handle is not None:  # by display id: safe from the engine's thread
+            self._handle.update(self._widget_bundle(), raw=True)
+            self._static.update(StaticCopy(self))
 
     # -- display ----------------------------------------------------------------------
 
     def display(self) -> RunWidget:
-        """Show the widget in the current cell (keeps the handle to update its copy)."""
+        """Show the widget in the current cell, and after it a static HTML copy of the run
+        that live front ends hide (the widget's CSS) and static renderers show (nbconvert
+        without the widget scripts, code hosts)."""
         from IPython.display import display
 
-        self._handle = display(self, display_id=True)
+        self._handle = display(self._widget_bundle(), raw=True, display_id=True)
+        self._static = display(StaticCopy(self), display_id=True)
         return self
 
     def html(self) -> str:
         with self.state.lock:
             return render.page(self.state.view, now=time.time())
 
-    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
-        bundle = dict(self.box._repr_mimebundle_(**kwargs) or {})
-        bundle["text/html"] = self.html()
+    def _widget_bundle(self) -> dict[str, Any]:
+        bundle = dict(self.box._repr_mimebundle_() or {})
         v = self.state.view
         bundle["text/plain"] = f"<antrieb run {v.run_id}: {v.task_name} {v.status}>"
         return bundle
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
+        return {**self._widget_bundle(), "text/html": self.html()}
+
+
+class StaticCopy:
+    """The run as static HTML, in an output of its own next to the widget."""
+
+    def __init__(self, widget: RunWidget) -> None:
+        self.html = widget.html()
+
+    def _repr_html_(self) -> str:
+        return f'<div class="antrieb-static-copy">{self.html}</div>'

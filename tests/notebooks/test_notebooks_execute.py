@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import nbconvert
 import nbformat
 import pytest
 
@@ -31,11 +32,14 @@ def test_notebook_runs_offline(path: Path, tmp_path: Path,
     outputs = [o for c in book.cells if c.cell_type == "code" for o in c.get("outputs", [])]
     assert not [o for o in outputs if o.output_type == "error"]
     bundles = [o.data for o in outputs if o.output_type in ("display_data", "execute_result")]
-    with_widget = [d for d in bundles if WIDGET in d]
-    assert with_widget, "no widget in the outputs"
-    # the widget's static copy is the finished run, not the empty widget of the start
-    assert any("antrieb-timeline" in d.get("text/html", "") and "antrieb-iteration" in
-               d.get("text/html", "") for d in with_widget)
+    assert [d for d in bundles if WIDGET in d], "no widget in the outputs"
+    # the static copy is the finished run, not the empty widget of the start
+    static = [d["text/html"] for d in bundles if "antrieb-static-copy" in d.get("text/html", "")]
+    assert static and all("antrieb-timeline" in h and "antrieb-iteration" in h and
+                          "antrieb-final" in h for h in static)
     # the widget state is saved with the notebook, so nbconvert can render the widget too
     assert book.metadata.get("widgets", {}).get(
         "application/vnd.jupyter.widget-state+json", {}).get("state")
+    # and nbconvert's HTML carries the static copy as markup (read without any script)
+    html, _ = nbconvert.HTMLExporter().from_notebook_node(book)
+    assert '<div class="antrieb-static-copy">' in html
