@@ -4,6 +4,9 @@ its record; and the CLI on top."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -64,3 +67,38 @@ def test_experiment_runs_records_and_reruns(tmp_path: Path,
     assert load_experiment(again["experiment_id"][0])["rerun_of"] == xid
     cols = ["example", "mode", "status", "run_ids", "converged", "iterations", "paths"]
     assert again[cols].astype(str).to_dict("records") == df[cols].astype(str).to_dict("records")
+
+
+def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    # the installed entry point (python -m antrieb.cli would make a second app object)
+    antrieb = str(Path(sys.executable).parent / "antrieb")
+    done = subprocess.run([antrieb, "experiment", *args], capture_output=True, text=True,
+                          env={**os.environ, **env}, timeout=600)
+    done.stderr = " ".join(done.stderr.split())  # rich wraps long messages
+    return done
+
+
+def test_cli_refuses_bad_input_before_running_anything(tmp_path: Path) -> None:
+    env = {"ANTRIEB_CACHE": str(tmp_path)}
+    bad = _cli("run", str(NOTEBOOK), "-p", "example", env=env)
+    assert bad.returncode == 2 and "-p NAME VALUE" in bad.stderr
+    missing = _cli("run", str(tmp_path / "nope.ipynb"), env=env)
+    assert missing.returncode == 2 and "no such notebook" in missing.stderr
+    unknown = _cli("rerun", "x-none", env=env)
+    assert unknown.returncode == 2 and "experiment" in unknown.stderr
+    assert not (tmp_path / "experiments").exists() or not any(
+        (tmp_path / "experiments").iterdir())
+
+
+@pytest.mark.slow
+def test_cli_runs_a_grid_file_and_prints_json(tmp_path: Path) -> None:
+    grid = tmp_path / "grid.yaml"
+    grid.write_text("grid:\n  example: [haproxy-nginx]\n")
+    done = _cli("run", str(NOTEBOOK), "-p", "mode", "recorded", "-p", "speed", "0",
+                "--grid", str(grid), "--json", env={"ANTRIEB_CACHE": str(tmp_path)})
+    assert done.returncode == 0, done.stderr
+    rows = json.loads(done.stdout)
+    assert [(r["example"], r["status"], r["paths"], r["speed"]) for r in rows] == \
+        [("haproxy-nginx", "ok", ["troubleshoot"], 0)]  # "0" was read as YAML: a number
+    listed = _cli("list", "--json", env={"ANTRIEB_CACHE": str(tmp_path)})
+    assert json.loads(listed.stdout)[0]["experiment_id"] == rows[0]["experiment_id"]
