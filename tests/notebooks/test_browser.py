@@ -152,6 +152,9 @@ def test_quickstart_widget_renders_in_jupyterlab(jupyterlab: tuple[str, str],
             By.CSS_SELECTOR, ".antrieb-charts .js-plotly-plot g.trace.bars path")) >= 3)
         titles = [t.text for t in widget.find_elements(By.CSS_SELECTOR, ".antrieb-charts .gtitle")]
         assert "Time per iteration (s)" in titles and "Time per node (s)" in titles
+        # where the widget lives, its static copy (for nbconvert, code hosts) is hidden
+        copies = driver.find_elements(By.CSS_SELECTOR, ".antrieb-static-copy")  # type: ignore[attr-defined]
+        assert copies and not any(c.is_displayed() for c in copies)
         driver.execute_script("arguments[0].scrollIntoView()", widget)  # type: ignore[attr-defined]
         time.sleep(1)
         widget.screenshot(str(REPORTS / "quickstart-widget.png"))

@@ -72,3 +72,18 @@ def test_the_stop_button_stops_the_run_and_the_cluster() -> None:
     assert result.status == "stopped" and result.reason == "stopped from the notebook"
     assert run.state.view.status == "stopped"
     assert run.widget.stop_button.disabled
+
+
+def test_runs_inside_an_experiment_are_tagged_and_linked(monkeypatch) -> None:
+    from antrieb.converge.record import load_run
+    from antrieb.notebook.experiments import _linked_runs
+
+    monkeypatch.setenv("ANTRIEB_EXPERIMENT", "x-test/3")
+    example = load_example("nginx-lb")
+    result = example.converger(cluster_factory=LoadBalancerWorld().factory()).run()
+    record = load_run(result.run_id)
+    assert (record["experiment_id"], record["experiment_index"]) == ("x-test", 3)
+    run_ids, dirs, mode = _linked_runs("x-test", 3)
+    assert dirs == {result.run_id: result.record_dir}
+    assert run_ids == [result.run_id] and mode == "live"
+    assert _linked_runs("x-test", 2)[0] == []
