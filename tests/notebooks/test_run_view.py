@@ -101,3 +101,26 @@ def test_widget_bundle_carries_widget_and_static_html() -> None:
     apply = next(t for t in figure["data"] if t["name"] == "apply")
     assert list(apply["y"]) == [
         round(it["timings"]["apply_s"], 2) for it in _record("nginx-lb")["result"]["iterations"]]
+
+
+def test_cluster_shows_a_compact_widget_and_a_static_table() -> None:
+    from antrieb import Cluster, events
+    from antrieb.notebook.cluster_view import ClusterWidget
+
+    cluster = Cluster(nodes=[{"name": "lb", "role": "lb"}, {"name": "web1", "role": "web"}])
+    bundle = cluster._repr_mimebundle_()  # what a notebook cell shows for a Cluster
+    assert "application/vnd.jupyter.widget-view+json" in bundle
+    assert "<td>lb</td><td>lb</td><td>debian-12</td>" in bundle["text/html"]
+    widget = ClusterWidget(cluster)
+    ip = cluster.plans[1].ip
+    events.emit(events.VMStateChanged(cluster=cluster.id, node="web1", state="running", ip=ip))
+    events.emit(events.VMStateChanged(cluster="other", node="lb", state="failed"))
+    events.emit(events.ClusterReady(cluster=cluster.id, driver="qemu", accel="tcg",
+                                    nodes={"lb": cluster.plans[0].ip, "web1": ip},
+                                    seconds=0.6, node_seconds={"lb": 0.4, "web1": 0.5}))
+    html = widget.view.value
+    assert f'<td>{ip}</td><td><span class="antrieb-badge running">running' in html
+    assert "badge failed" not in html and "0.50s" in html
+    events.emit(events.ClusterStateChanged(cluster=cluster.id, state="down"))
+    events.emit(events.VMStateChanged(cluster=cluster.id, node="web1", state="stopped"))
+    assert "badge stopped" not in widget.view.value  # unsubscribed once the cluster is down
