@@ -1,12 +1,14 @@
 """A process that runs tiny convergence runs one after the other in its main thread and
 reports every event as a JSON line on stdout, so a test can interrupt it (SIGINT) at a
 chosen moment and see what it recorded. The model is the OpenAI-compatible server named
-by OPENAI_BASE_URL. Usage: python -m tests.reliability.stop_child ROUNDS
+by OPENAI_BASE_URL. With ANTRIEB_CHILD_WAIT set it starts each run on a line on stdin (so
+a test can start it ahead, imports done). Usage: python -m tests.reliability.stop_child N
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 
@@ -22,6 +24,10 @@ def say(**fields: object) -> None:
 
 def main(rounds: int) -> int:
     for _ in range(rounds):
+        if os.environ.get("ANTRIEB_CHILD_WAIT"):  # started ahead of time: wait for "go"
+            say(kind="ready")
+            if not sys.stdin.readline():
+                return 0
         conv = Converger(Task.model_validate(tiny_task()), provider="openai")
         say(kind="converger", run_id=conv.run_id, record=str(conv.recorder.dir))
         with events.subscribed(lambda e: say(kind=e.kind, cmd=getattr(e, "command", "")[:40])):

@@ -45,10 +45,19 @@ def golden_mappers() -> set[int]:
 
 
 def _child(model: ModelServer, rounds: int) -> tuple[subprocess.Popen, _Lines]:
+    """A child that imports now and starts its run on "go" (see :func:`_go`): the next
+    round's child starts while this round runs, so imports cost no round time."""
     proc = subprocess.Popen([sys.executable, "-m", "tests.reliability.stop_child", str(rounds)],
-                            stdout=subprocess.PIPE, text=True, env=_child_env(model),
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                            env={**_child_env(model), "ANTRIEB_CHILD_WAIT": "1"},
                             cwd=config.REPO_ROOT)
     return proc, _Lines(proc.stdout)
+
+
+def _go(proc: subprocess.Popen, lines: _Lines) -> None:
+    assert lines.until(lambda s: '"ready"' in s), "the child did not start"
+    proc.stdin.write("go\n")
+    proc.stdin.flush()
 
 
 def _wait(predicate, timeout: float = 5.0) -> bool:
@@ -66,47 +75,57 @@ def test_kill_9_of_the_owner_mid_run_leaves_nothing(debian12):
     shm_before = set(os.listdir("/dev/shm"))
     rows = []
     with ModelServer(delay=0.8) as model:
-        for i in range(KILLS):
-            phase, opener, window = PHASES[i % len(PHASES)]
-            proc, lines = _child(model, 1)
-            try:
-                start = json.loads(lines.until(lambda s: '"converger"' in s) or "{}")
-                assert start, "the child did not start a run"
-                assert lines.until(lambda s, o=opener: f'"kind": "{o}"' in s), opener
-                time.sleep(rng.uniform(0, window))
-                pids = set(cluster_processes(proc.pid))
-                sups = [p for p in pids if "antrieb.vm.supervisor" in cmdline(p)]
-                spaces = set()
-                for sup in sups:
-                    for kind in ("net", "mnt"):
-                        with contextlib.suppress(OSError):
-                            spaces.add(os.readlink(f"/proc/{sup}/ns/{kind}"))
-                mapping = golden_mappers() & pids
-                proc.send_signal(signal.SIGKILL)
-                proc.wait(10)
-                procs_gone = _wait(lambda p=pids: not any(alive(x) for x in p))
-                spaces_gone = _wait(lambda s=spaces, p=pids: not left_in(s, p))
-            finally:
-                if proc.poll() is None:
-                    proc.kill()
-                    proc.wait()
-                proc.stdout.close()
-            rows.append({
-                "round": i, "phase": phase, "processes": len(pids), "namespaces": len(spaces),
-                "golden_mappers": len(mapping),
-                "left_processes": sum(1 for p in pids if alive(p)),
-                "left_namespaces": left_in(spaces, pids),
-                "left_golden_mappers": len(golden_mappers() & pids),
-                "runtime_entries": len(os.listdir(runtime)),
-                "new_shm": orphaned_shm(set(os.listdir("/dev/shm")) - shm_before),
-                "record": run_state(start["record"]),  # readable: not torn by the kill
-                "ok": procs_gone and spaces_gone,
-            })
-        # the next run starts clean and goes all the way
-        proc, lines = _child(model, 1)
-        done = lines.until(lambda s: '"done"' in s or '"escaped"' in s, timeout=300)
-        proc.wait(60)
-        proc.stdout.close()
+        ahead = _child(model, 1)
+        try:
+            for i in range(KILLS):
+                phase, opener, window = PHASES[i % len(PHASES)]
+                (proc, lines), ahead = ahead, _child(model, 1)
+                try:
+                    _go(proc, lines)
+                    start = json.loads(lines.until(lambda s: '"converger"' in s) or "{}")
+                    assert start, "the child did not start a run"
+                    assert lines.until(lambda s, o=opener: f'"kind": "{o}"' in s), opener
+                    time.sleep(rng.uniform(0, window))
+                    pids = set(cluster_processes(proc.pid))
+                    sups = [p for p in pids if "antrieb.vm.supervisor" in cmdline(p)]
+                    spaces = set()
+                    for sup in sups:
+                        for kind in ("net", "mnt"):
+                            with contextlib.suppress(OSError):
+                                spaces.add(os.readlink(f"/proc/{sup}/ns/{kind}"))
+                    mapping = golden_mappers() & pids
+                    proc.send_signal(signal.SIGKILL)
+                    proc.wait(10)
+                    procs_gone = _wait(lambda p=pids: not any(alive(x) for x in p))
+                    spaces_gone = _wait(lambda s=spaces, p=pids: not left_in(s, p))
+                finally:
+                    if proc.poll() is None:
+                        proc.kill()
+                        proc.wait()
+                    proc.stdin.close()
+                    proc.stdout.close()
+                rows.append({
+                    "round": i, "phase": phase, "processes": len(pids), "namespaces": len(spaces),
+                    "golden_mappers": len(mapping),
+                    "left_processes": sum(1 for p in pids if alive(p)),
+                    "left_namespaces": left_in(spaces, pids),
+                    "left_golden_mappers": len(golden_mappers() & pids),
+                    "runtime_entries": len(os.listdir(runtime)),
+                    "new_shm": orphaned_shm(set(os.listdir("/dev/shm")) - shm_before),
+                    "record": run_state(start["record"]),  # readable: not torn by the kill
+                    "ok": procs_gone and spaces_gone,
+                })
+            # the next run starts clean and goes all the way
+            proc, lines = ahead
+            _go(proc, lines)
+            done = lines.until(lambda s: '"done"' in s or '"escaped"' in s, timeout=300)
+            proc.wait(60)
+            proc.stdin.close()
+            proc.stdout.close()
+        finally:  # the child started ahead for a round that never came
+            if ahead[0].poll() is None:
+                ahead[0].kill()
+                ahead[0].wait()
     (config.REPO_ROOT / "test-reports").mkdir(exist_ok=True)
     (config.REPO_ROOT / "test-reports" / "kill-9.json").write_text(json.dumps(rows, indent=1))
     killed_live = sum(1 for r in rows if r["processes"])
