@@ -33,15 +33,16 @@ CSS = """<style>
 .antrieb-badge.retry{background:#9a6700}.antrieb-badge.troubleshoot{background:#8250df}
 .antrieb-muted{color:#57606a}
 .antrieb-run table{border-collapse:collapse;margin:4px 0}
-.antrieb-run td,.antrieb-run th{border:1px solid #d0d7de;padding:2px 8px;text-align:left;
- vertical-align:top}
+.antrieb-run td,.antrieb-run th{border:1px solid #d0d7de;padding:2px 8px;
+ text-align:left!important;vertical-align:top}
 .antrieb-run th{background:#f6f8fa}
 .antrieb-iteration{border-left:4px solid #d0d7de;margin:8px 0;padding:2px 10px}
 .antrieb-iteration.passed{border-color:#1a7f37}.antrieb-iteration.failed{border-color:#cf222e}
 .antrieb-iteration.running{border-color:#0969da}
 .antrieb-ok{color:#1a7f37;font-weight:600}.antrieb-bad{color:#cf222e;font-weight:600}
 .antrieb-run pre{background:#f6f8fa;border:1px solid #d0d7de;border-radius:4px;padding:6px;
- margin:3px 0;max-height:320px;overflow:auto;font-size:12px;white-space:pre-wrap}
+ margin:3px 0;max-height:320px;overflow:auto;font-size:12px;white-space:pre-wrap;
+ text-align:left}
 .antrieb-recovery{background:#fff8c5;border:1px solid #d4a72c;border-radius:4px;padding:4px 8px;
  margin:4px 0}
 .antrieb-diff pre{white-space:pre}
