@@ -147,11 +147,11 @@ def _linked_runs(xid: str, index: int) -> tuple[list[str], dict[str, str], str]:
     links = experiments_dir() / xid / "links.jsonl"
     recorded = False
     if links.exists():
-        for line in links.read_text(encoding="utf-8").splitlines():
+        for line in links.read_text(encoding="utf-8").split("\n"):
             try:
                 link = json.loads(line)
             except ValueError:
-                continue
+                continue  # an empty last line
             if link.get("index") == index and link.get("run_id") not in dirs:
                 run_ids.append(str(link["run_id"]))
                 dirs[str(link["run_id"])] = str(link.get("folder", ""))

@@ -101,7 +101,9 @@ def load_recorded(source: str | Path) -> RecordedRun:
     parsed: list[events.Event] = []
     skipped: list[str] = []
     path = folder / "events.jsonl"
-    lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+    # split on "\n" only: str.splitlines() also splits on U+0085 and U+2028, which JSON
+    # keeps raw inside strings (a model's answer may hold them)
+    lines = path.read_text(encoding="utf-8").split("\n") if path.exists() else []
     for n, line in enumerate(lines, 1):
         if not line.strip():
             continue

@@ -124,3 +124,19 @@ def test_cluster_shows_a_compact_widget_and_a_static_table() -> None:
     events.emit(events.ClusterStateChanged(cluster=cluster.id, state="down"))
     events.emit(events.VMStateChanged(cluster=cluster.id, node="web1", state="stopped"))
     assert "badge stopped" not in widget.view.value  # unsubscribed once the cluster is down
+
+
+def test_playback_reads_events_whose_texts_hold_unicode_line_separators(tmp_path) -> None:
+    import shutil
+
+    folder = tmp_path / "run"
+    shutil.copytree(load_example("nginx-lb").reference_run(), folder)
+    lines = (folder / "events.jsonl").read_text().split("\n")
+    odd = json.loads(lines[-2])
+    assert odd["kind"] == "run_finished"
+    odd["reason"] += " \u0085 and \u2028"
+    lines[-2] = json.dumps(odd, ensure_ascii=False)
+    (folder / "events.jsonl").write_text("\n".join(lines))
+    recorded = load_recorded(folder)
+    assert recorded.skipped == []
+    assert recorded.view().reason.endswith("\u0085 and \u2028")

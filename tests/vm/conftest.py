@@ -3,7 +3,12 @@ and each VM's serial console kept next to the test report when a test fails."""
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import subprocess
+import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -40,10 +45,86 @@ def debian12():
     return driver
 
 
+# The cluster tests that prove the drivers' shared guarantees run once per driver variant
+# (parametrize indirectly over ``driver_variant``); the others run on the qemu driver.
+LIBVIRT_VARIANTS = ["libvirt-embed", "libvirt-system"]
+ALL_DRIVERS = ["qemu", *LIBVIRT_VARIANTS]
+
+
+@pytest.fixture(scope="session")
+def libvirtd_uri():
+    """A real libvirtd (and the virtlogd it needs) from Debian's packages, with its own
+    config, socket and pid files; stopped again by PID after the session."""
+    daemons = {name: shutil.which(name) or f"/usr/sbin/{name}" for name in ("libvirtd",
+                                                                           "virtlogd")}
+    missing = [name for name, path in daemons.items() if not os.path.exists(path)]
+    if missing:
+        pytest.fail(f"{', '.join(missing)} missing: ./dev setup installs libvirt-daemon")
+    folder = Path(tempfile.mkdtemp(prefix="antrieb-libvirtd-", dir="/tmp"))  # short socket paths
+    procs: list[subprocess.Popen] = []
+    try:
+        for name in ("virtlogd", "libvirtd"):
+            conf = folder / f"{name}.conf"
+            lines = [f'log_outputs = "3:file:{folder}/{name}.log"']
+            if name == "libvirtd":
+                lines.append(f'unix_sock_dir = "{folder}"')
+            conf.write_text("\n".join(lines) + "\n")
+            with open(folder / f"{name}.out", "wb") as out:
+                procs.append(subprocess.Popen(
+                    [daemons[name], "-f", str(conf), "-p", str(folder / f"{name}.pid")],
+                    stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL))
+        sock = folder / "libvirt-sock"
+        deadline = time.monotonic() + 60
+        while not sock.exists():
+            if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
+                log = (folder / "libvirtd.out").read_text(errors="replace")[-2000:]
+                pytest.fail(f"libvirtd did not start: {log}")
+            time.sleep(0.1)
+        yield f"qemu:///system?socket={sock}"
+    finally:
+        for proc in reversed(procs):  # by PID: only the daemons this session started
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 @pytest.fixture
-def cluster_factory(request, debian12):
+def driver_variant(request) -> str:
+    return getattr(request, "param", "qemu")
+
+
+@pytest.fixture
+def driver_env(request, driver_variant) -> dict[str, str]:
+    """The environment that makes ``Cluster(...)`` use this variant (also in a child)."""
+    if driver_variant == "qemu":
+        return {"ANTRIEB_DRIVER": "qemu"}
+    request.getfixturevalue("debian12_libvirt")
+    env = {"ANTRIEB_DRIVER": "libvirt"}
+    if driver_variant == "libvirt-system":
+        env["ANTRIEB_LIBVIRT_URI"] = request.getfixturevalue("libvirtd_uri")
+    return env
+
+
+@pytest.fixture(scope="session")
+def debian12_libvirt():
+    """The libvirt driver's golden domain of debian-12, saved once."""
+    from antrieb.vm.driver import get_driver
+
+    driver = get_driver("libvirt")
+    driver.prepare({"debian-12"})
+    return driver
+
+
+@pytest.fixture
+def cluster_factory(request, debian12, driver_env, monkeypatch):
     """Make clusters; all are torn down after the test, consoles saved if it failed."""
     made: list[Cluster] = []
+    for key, value in driver_env.items():
+        monkeypatch.setenv(key, value)
 
     def make(*args, **kwargs) -> Cluster:
         cluster = Cluster(*args, **kwargs)
@@ -84,7 +165,7 @@ def qemu_pids() -> set[int]:
             except OSError:
                 continue
             if cmd and cmd[0].endswith(b"qemu-system-x86_64") and b"-name" in cmd:
-                name = cmd[cmd.index(b"-name") + 1]
+                name = cmd[cmd.index(b"-name") + 1].removeprefix(b"guest=")  # libvirt's
                 if name.startswith(b"antrieb-"):
                     pids.add(int(entry.name))
     return pids
@@ -107,3 +188,15 @@ def net_namespaces() -> set[str]:
 
 def mount_namespaces() -> set[str]:
     return _namespaces("mnt")
+
+
+def libvirt_domains(uri: str) -> list[str]:
+    """Names of every domain a (non-embedded) libvirt shows, through a fresh connection."""
+    import libvirt
+
+    conn = libvirt.open(uri)
+    try:
+        return [d.name() for d in conn.listAllDomains()]
+    finally:
+        conn.close()
+
