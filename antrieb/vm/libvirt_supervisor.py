@@ -21,6 +21,7 @@ Run as ``python -m antrieb.vm.libvirt_supervisor`` by :mod:`antrieb.vm.libvirt_d
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import queue
@@ -55,6 +56,19 @@ stdio_handler = "file"
 namespaces = []
 cgroup_controllers = []
 """
+
+
+F_SETPIPE_SZ = 1031
+ZERO_FREE_MEMORY = """sync; echo 3 > /proc/sys/vm/drop_caches; python3 -c '
+import mmap
+free = int(next(l for l in open("/proc/meminfo") if l.startswith("MemFree:")).split()[1]) * 1024
+size = max(0, free - (24 << 20)) & ~((8 << 20) - 1)
+if size:
+    m, chunk = mmap.mmap(-1, size), bytes(8 << 20)
+    for _ in range(size // len(chunk)):
+        m.write(chunk)
+    m.close()
+'"""
 
 
 def embedded_root(uri: str) -> str | None:
@@ -173,6 +187,8 @@ class LibvirtSupervisor(Supervisor):
         def feed() -> None:
             with contextlib.suppress(OSError), open(golden_save, "rb") as src, \
                     open(fifo, "wb", buffering=0) as out:
+                with contextlib.suppress(OSError):  # fewer wake-ups of the reading QEMU
+                    fcntl.fcntl(out.fileno(), F_SETPIPE_SZ, 1 << 20)
                 out.write(header)
                 offset, end = head.stream_offset, os.fstat(src.fileno()).st_size
                 while offset < end:
@@ -290,6 +306,10 @@ class LibvirtSupervisor(Supervisor):
         assert d.agent is not None
         host_key = d.agent.call("exec", cmd="cat /etc/ssh/ssh_host_ed25519_key.pub")["out"]
         d.agent.call("sync", timeout=60)
+        # Every clone reads the saved RAM (no shared mapping as in the qemu driver): zero
+        # the guest's free memory first, so the save stream carries only pages in use
+        # (migration sends zero pages as a flag).
+        d.agent.call("exec", cmd=ZERO_FREE_MEMORY, timeout=300)
         t0 = time.monotonic()
         d.dom.save(state_path)
         self._forget([name])
@@ -358,12 +378,11 @@ class LibvirtSupervisor(Supervisor):
     def _kill(self, names: list[str]) -> None:
         import libvirt
 
-        root = embedded_root(self.uri)
-        if root:  # SIGKILL first: destroy alone SIGTERMs and waits for QEMU to exit
-            pids = self._pids(names)
-            for pid in pids.values():
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
+        # SIGKILL first where the pid files are readable (embedded, or a libvirtd on this
+        # machine): destroy alone SIGTERMs and waits up to 10 s for QEMU to exit.
+        for pid in self._pids(names).values():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
         for name in names:
             d = self.domains.get(name)
             if d is not None and d.dom is not None:
@@ -390,6 +409,9 @@ class LibvirtSupervisor(Supervisor):
         if root:
             _kill_domains_by_pidfile(root)
         else:
+            for pid in self._pids().values():
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
             for d in list(self.domains.values()):
                 with contextlib.suppress(Exception):
                     d.dom.destroy()

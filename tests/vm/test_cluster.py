@@ -17,9 +17,24 @@ from antrieb import config, events
 from antrieb.errors import StateError
 from antrieb.vm.supervisor_client import wait_gone
 
-from .conftest import mount_namespaces, net_namespaces, qemu_pids
+from .conftest import (
+    ALL_DRIVERS,
+    LIBVIRT_VARIANTS,
+    libvirt_domains,
+    mount_namespaces,
+    net_namespaces,
+    qemu_pids,
+)
+
+# The guarantees every driver must give run on each driver variant (the libvirt driver
+# embedded and against a real libvirtd); the rest exercise shared code (SSH layer, apt
+# proxy, namespaces) and run on the qemu driver only, to keep the tier's cost down.
+each_driver = pytest.mark.parametrize("driver_variant", ALL_DRIVERS, indirect=True)
+embedded_too = pytest.mark.parametrize("driver_variant", ["qemu", "libvirt-embed"],
+                                       indirect=True)
 
 
+@each_driver
 def test_three_nodes_distinct_identity_and_ssh_by_name(cluster_factory):
     seen: list[events.Event] = []
     with events.subscribed(seen.append):
@@ -97,6 +112,7 @@ def test_packages_come_through_the_proxy_and_the_cache(cluster_factory):
     assert debs[-1]["cache"] == "HIT", debs  # the second cluster got it from the cache
 
 
+@embedded_too
 def test_nothing_else_leaves_the_cluster(cluster_factory):
     cluster = cluster_factory(nodes=1)
     node = cluster["node1"]
@@ -121,12 +137,21 @@ def test_two_clusters_do_not_see_each_other(cluster_factory):
     assert os.readlink(f"/proc/{pa}/ns/net") != os.readlink(f"/proc/{pb}/ns/net")
 
 
-def test_teardown_leaves_nothing(cluster_factory):
+@each_driver
+def test_teardown_leaves_nothing(cluster_factory, driver_variant, driver_env):
     # Only this cluster's own processes and namespace are checked: other clusters (other
     # tests, other users of the machine) may come and go meanwhile.
     before_shm = set(os.listdir("/dev/shm"))
     cluster = cluster_factory(nodes=2)
-    pids = {cluster.driver.stats()[n]["pid"] for n in ("node1", "node2")}
+    stats = cluster.driver.stats()
+    pids = {stats[n]["pid"] for n in ("node1", "node2")}
+    mine = {f"antrieb-{cluster.id}-node1", f"antrieb-{cluster.id}-node2"}
+    if driver_variant in LIBVIRT_VARIANTS:
+        # libvirt domains, labelled with the cluster and the role, listed by the libvirt
+        assert mine <= set(cluster.driver.domains())
+        assert f"<antrieb:cluster>{cluster.id}</antrieb:cluster>" in stats["node1"]["xml"]
+        assert "<antrieb:role>node</antrieb:role>" in stats["node1"]["xml"]
+        assert "machine='pc-q35" in stats["node1"]["xml"]
     sup = cluster.driver.supervisor_pid()
     cluster_ns = os.readlink(f"/proc/{sup}/ns/net")
     cluster_mnt = os.readlink(f"/proc/{sup}/ns/mnt")
@@ -143,6 +168,8 @@ def test_teardown_leaves_nothing(cluster_factory):
     assert not os.listdir(runtime), "overlays or consoles left on the host"
     with pytest.raises(StateError):
         cluster["node1"].run("true")
+    if driver_variant == "libvirt-system":  # undefined and gone from the libvirtd too
+        assert not mine & set(libvirt_domains(driver_env["ANTRIEB_LIBVIRT_URI"]))
 
 
 def test_exception_and_interrupt_inside_with_tear_down(debian12):
@@ -156,17 +183,20 @@ def test_exception_and_interrupt_inside_with_tear_down(debian12):
         assert wait_gone(sup, 5)
 
 
-def test_kill_9_of_the_owner_leaves_nothing(debian12, tmp_path):
+@each_driver
+def test_kill_9_of_the_owner_leaves_nothing(debian12, driver_variant, driver_env):
     owner = subprocess.Popen([sys.executable, "-c", textwrap.dedent("""
         import json, time
         from antrieb import Cluster
         c = Cluster(nodes=2).up()
         pids = [s["pid"] for s in c.driver.stats().values()]
-        print(json.dumps({"sup": c.driver.supervisor_pid(), "qemu": pids}), flush=True)
+        print(json.dumps({"sup": c.driver.supervisor_pid(), "qemu": pids, "id": c.id}),
+              flush=True)
         time.sleep(600)
-    """)], stdout=subprocess.PIPE, text=True)
+    """)], stdout=subprocess.PIPE, text=True, env={**os.environ, **driver_env})
     try:
         info = json.loads(owner.stdout.readline())
+        assert all(info["qemu"]) and len(info["qemu"]) == 2, info
         ns = os.readlink(f"/proc/{info['sup']}/ns/net")
         os.kill(owner.pid, signal.SIGKILL)
         owner.wait()
@@ -176,6 +206,9 @@ def test_kill_9_of_the_owner_leaves_nothing(debian12, tmp_path):
         while ns in net_namespaces() and time.monotonic() < deadline:
             time.sleep(0.05)
         assert ns not in net_namespaces()
+        if driver_variant == "libvirt-system":
+            names = set(libvirt_domains(driver_env["ANTRIEB_LIBVIRT_URI"]))
+            assert not {n for n in names if n.startswith(f"antrieb-{info['id']}-")}, names
     finally:
         if owner.poll() is None:
             owner.kill()
