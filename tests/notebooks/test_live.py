@@ -87,3 +87,27 @@ def test_runs_inside_an_experiment_are_tagged_and_linked(monkeypatch) -> None:
     assert dirs == {result.run_id: result.record_dir}
     assert run_ids == [result.run_id] and mode == "live"
     assert _linked_runs("x-test", 2)[0] == []
+
+
+def test_a_kernel_interrupt_while_waiting_stops_the_run() -> None:
+    task = Task.model_validate({
+        "name": "slow", "request": "a file", "topology": {"nodes": [
+            {"name": "node1", "role": "app"}]},
+        "artifacts": {"tool": "shell", "scripts": {"app": "sleep 60"}},
+        "checks": [{"name": "f", "node": "node1", "command": "true"}]})
+    world = _Slow()
+    run = LiveRun(Converger(task, provider=ScriptedProvider("{}"),
+                            cluster_factory=world.factory())).start()
+    assert world.started.wait(10)
+    join = run._thread.join
+    interrupts = [KeyboardInterrupt()]
+
+    def interrupted_join(timeout=None):  # the interrupt lands while the cell waits
+        if interrupts:
+            raise interrupts.pop()
+        join(timeout)
+
+    run._thread.join = interrupted_join  # type: ignore[method-assign]
+    result = run.wait()
+    assert result.status == "stopped" and "kernel interrupt" in result.reason
+    assert world.clusters[0].state == "down"
