@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+import types
 from pathlib import Path
 
 import pytest
@@ -200,3 +201,40 @@ def libvirt_domains(uri: str) -> list[str]:
     finally:
         conn.close()
 
+
+@pytest.fixture(scope="session")
+def nginx_lb_over_mcp(debian12, tmp_path_factory):
+    """nginx-lb's one live convergence in this tier (several minutes under TCG), run the
+    way an AI client runs it: `antrieb mcp` as its own process, driven by the official MCP
+    client. The MCP tests read the answer; the convergence tests read the same run's
+    record (run.json and events.jsonl, as written while it ran)."""
+    import anyio
+
+    from antrieb.converge.record import load_events, load_run
+    from antrieb.converge.results import RunResult
+    from tests.integration.conftest import mcp_client
+
+    env = {k: v for k, v in os.environ.items() if k.startswith("ANTRIEB_")}
+    env["ANTRIEB_STORE"] = str(tmp_path_factory.mktemp("mcp-store") / "store.sqlite")
+    messages: list[str] = []
+
+    async def converge():
+        async def progress(done: float, total: float | None, message: str | None) -> None:
+            messages.append(message or "")
+
+        async with mcp_client(env) as session:
+            answer = await session.call_tool("run_example", {"name": "nginx-lb"},
+                                             progress_callback=progress)
+            listed = await session.call_tool("list_runs", {})
+            return answer, listed
+
+    t0 = time.monotonic()
+    answer, listed = anyio.run(converge)
+    seconds = time.monotonic() - t0
+    assert not answer.is_error, [c.text for c in answer.content]
+    out = answer.structured_content
+    record = load_run(out["run_id"])
+    return types.SimpleNamespace(
+        answer=out, messages=messages, listed=listed.structured_content["result"],
+        seconds=seconds, store=env["ANTRIEB_STORE"], record=record,
+        result=RunResult.model_validate(record["result"]), events=load_events(out["run_id"]))

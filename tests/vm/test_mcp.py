@@ -18,8 +18,6 @@ from tests.integration.conftest import mcp_client
 from .conftest import qemu_pids
 from .test_cli_cluster import qemu_pids_under
 
-pytestmark = pytest.mark.anyio
-
 
 @pytest.fixture
 def anyio_backend():
@@ -35,37 +33,28 @@ def server_env(tmp_path, debian12):
 
 
 @pytest.mark.timeout(1800)  # ~4 min on an idle 2-core TCG host; far more when it is busy
-async def test_run_example_nginx_lb_converges_over_mcp(server_env):
-    messages: list[str] = []
-
-    async def progress(done: float, total: float | None, message: str | None) -> None:
-        messages.append(message or "")
-
-    t0 = time.monotonic()
-    async with mcp_client(server_env) as session:
-        result = await session.call_tool("run_example", {"name": "nginx-lb"},
-                                         progress_callback=progress)
-        assert not result.is_error, [c.text for c in result.content]
-        out = result.structured_content
-        print(f"\nrun_example nginx-lb over MCP: {time.monotonic() - t0:.1f}s, "
-              f"{len(messages)} progress notifications")
-        print(json.dumps({k: out[k] for k in ("run_id", "status", "reason", "figures")},
-                         indent=1))
-        assert out["status"] == "converged" and out["converged"], out["reason"]
-        assert [it["path"] for it in out["iterations"] if it["path"]] == ["retry"]
-        assert all(it["why"] for it in out["iterations"] if it["path"])
-        assert "upstream" in out["final"]["lb"]
-        assert any("iteration 1 (attempt)" in m for m in messages)
-        assert any("path retry" in m for m in messages)
-        assert any("check " in m and ": pass" in m for m in messages)
-        # the same server lists and shows the run from the store
-        listed = (await session.call_tool("list_runs", {})).structured_content["result"]
-        assert listed[0]["run_id"] == out["run_id"] and listed[0]["status"] == "converged"
-        assert listed[0]["iterations"] == len(out["iterations"])
-    row = store.get_run(out["run_id"], url=server_env["ANTRIEB_STORE"])
+def test_run_example_nginx_lb_converges_over_mcp(nginx_lb_over_mcp):
+    run = nginx_lb_over_mcp
+    out, messages = run.answer, run.messages
+    print(f"\nrun_example nginx-lb over MCP: {run.seconds:.1f}s, "
+          f"{len(messages)} progress notifications")
+    print(json.dumps({k: out[k] for k in ("run_id", "status", "reason", "figures")},
+                     indent=1))
+    assert out["status"] == "converged" and out["converged"], out["reason"]
+    assert [it["path"] for it in out["iterations"] if it["path"]] == ["retry"]
+    assert all(it["why"] for it in out["iterations"] if it["path"])
+    assert "upstream" in out["final"]["lb"]
+    assert any("iteration 1 (attempt)" in m for m in messages)
+    assert any("path retry" in m for m in messages)
+    assert any("check " in m and ": pass" in m for m in messages)
+    # the same server lists the run from the store
+    assert run.listed[0]["run_id"] == out["run_id"] and run.listed[0]["status"] == "converged"
+    assert run.listed[0]["iterations"] == len(out["iterations"])
+    row = store.get_run(out["run_id"], url=run.store)
     assert row["status"] == "converged" and row["decisions"][0]["path"] == "retry"
 
 
+@pytest.mark.anyio
 @pytest.mark.timeout(900)
 async def test_cancelling_the_call_stops_the_cluster_and_records_stopped(server_env):
     messages: list[str] = []
