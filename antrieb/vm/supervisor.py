@@ -344,7 +344,9 @@ def _watch_owner(control: socket.socket) -> None:
     while True:
         for _, events in poller.poll():
             if events & (select.POLLRDHUP | select.POLLHUP | select.POLLERR):
-                os._exit(0)  # QEMU children follow through PDEATHSIG
+                # our process group: us and every QEMU, also one spawned a moment ago
+                # that has not set its PDEATHSIG yet
+                os.killpg(0, signal.SIGKILL)
 
 
 def _proxy_thread(listen: queue.Queue, apt_cache: str, upstreams: dict[str, str]) -> None:

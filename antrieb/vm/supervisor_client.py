@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -128,15 +129,22 @@ class SupervisorClient:
                 self.proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
                 self.kill()
+        self._kill_group()  # nothing of the group outlives an orderly stop either
         self._sock.close()
 
     def kill(self) -> None:
-        """Kill the supervisor; its VMs and namespaces die with it."""
-        if self.proc.poll() is None:
-            self.proc.kill()
+        """Kill the supervisor and its VMs at once; the namespaces die with them."""
+        self._kill_group()
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout=5)
         self._sock.close()
+
+    def _kill_group(self) -> None:
+        # The supervisor leads its own session (start_new_session), and its QEMUs are in
+        # that process group. Killing the group does not rely on their PDEATHSIG, which
+        # a QEMU still being spawned has not set yet (seen: an orphaned QEMU).
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
 
     def alive(self) -> bool:
         return self.proc.poll() is None
