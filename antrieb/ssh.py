@@ -10,6 +10,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import paramiko
 from cryptography.hazmat.primitives import serialization
@@ -178,14 +179,35 @@ class NodeSession:
 
     def put(self, path: str, data: bytes | str, mode: int = 0o644) -> None:
         payload = data.encode() if isinstance(data, str) else data
-        with self._sftp() as sftp:
-            with sftp.open(path, "wb") as f:
-                f.write(payload)
+
+        def write(sftp: paramiko.SFTPClient) -> None:
+            f = sftp.open(path, "wb")  # no `with`: its exit would wait for the node
+            f.write(payload)
+            f.close()
             sftp.chmod(path, mode)
 
+        self._with_sftp(write)
+
     def get(self, path: str) -> bytes:
-        with self._sftp() as sftp, sftp.open(path, "rb") as f:
-            return f.read()
+        def read(sftp: paramiko.SFTPClient) -> bytes:
+            f = sftp.open(path, "rb")
+            data = f.read()
+            f.close()
+            return data
+
+        return self._with_sftp(read)
+
+    def _with_sftp(self, work: Callable[[paramiko.SFTPClient], Any]) -> Any:
+        """``work(sftp)``; on Ctrl-C the channel is dropped, not closed in order: an
+        orderly close waits for the node to answer, and a stopped run must not wait."""
+        sftp = self._sftp()
+        try:
+            result = work(sftp)
+        except BaseException:
+            sftp.get_channel().close()  # sends the close, waits for nothing
+            raise
+        sftp.close()
+        return result
 
     def _sftp(self) -> paramiko.SFTPClient:
         try:
