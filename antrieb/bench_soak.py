@@ -173,9 +173,15 @@ def _one_cluster(nodes: int, image: str, driver: str | None,
 
 
 def _settle(started: set[int], timeout: float = 5.0) -> None:
-    """Wait for the processes a soak started to be gone (the kernel reaps asynchronously)."""
+    """Wait for the processes a soak started to be gone (the kernel reaps asynchronously)
+    and for worker threads to end (a stopped run does not wait for its workers)."""
     deadline = time.monotonic() + timeout
-    while any(alive(p) for p in started) and time.monotonic() < deadline:
+
+    def busy() -> bool:
+        workers = [t for t in threading.enumerate() if t.name.startswith("ThreadPoolExecutor")]
+        return any(alive(p) for p in started) or bool(workers)
+
+    while busy() and time.monotonic() < deadline:
         time.sleep(0.05)
 
 
