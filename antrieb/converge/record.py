@@ -107,7 +107,10 @@ def load_run(run_id: str, root: Path | None = None) -> dict[str, Any]:
 def load_events(run_id: str, root: Path | None = None) -> list[dict[str, Any]]:
     path = run_path(run_id, root) / "events.jsonl"
     out = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    # "\n" only: splitlines() also breaks at U+0085/U+2028/U+2029, which JSON leaves raw
+    for line in path.read_text(encoding="utf-8").split("\n"):
+        if not line.strip():
+            continue
         try:
             out.append(json.loads(line))
         except ValueError:

@@ -120,7 +120,8 @@ class Recording(RecordingHeader):
 
     @classmethod
     def _from_lines(cls, path: Path, text: str) -> Recording:
-        lines = [(n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+        # "\n" only: splitlines() also breaks at U+0085/U+2028/U+2029 inside JSON strings
+        lines = [(n, line) for n, line in enumerate(text.split("\n"), 1) if line.strip()]
         if not lines:
             raise RecordingFormatError(path, "line 1", "empty file, no header")
         rows: list[tuple[int, Any]] = []

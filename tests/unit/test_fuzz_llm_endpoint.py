@@ -8,7 +8,6 @@ cluster is the in-memory twin (the model fails before any cluster is needed).
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 
@@ -18,7 +17,7 @@ from hypothesis import strategies as st
 
 from antrieb.converge import Converger, Task
 from antrieb.converge.record import load_run
-from antrieb.llm import OpenAIProvider
+from antrieb.llm import OpenAIProvider, Recording
 
 from .converge.fakes import World
 from .llm.chat_server import ChatServer, Reply
@@ -41,8 +40,8 @@ def _run(base_url: str, timeout: float = 5.0):
         result = conv.run()
     record = load_run(conv.run_id)
     assert record["state"] == result.status and record["result"]["reason"] == result.reason
-    llm = (conv.recorder.dir / "llm.jsonl").read_text().splitlines()
-    return result, [json.loads(line) for line in llm[1:]]
+    recording = Recording.load(conv.recorder.dir / "llm.jsonl")  # replayable as written
+    return result, [e.model_dump() for e in recording.exchanges]
 
 
 def _free_port() -> int:

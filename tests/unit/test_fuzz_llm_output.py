@@ -22,7 +22,7 @@ from antrieb.converge.answers import (
 from antrieb.converge.models import Constraints, Topology, constrained
 from antrieb.converge.record import load_events, load_run
 from antrieb.errors import LLMOutputError
-from antrieb.llm import Completion, Message, Usage, ask, ask_text, extract_json
+from antrieb.llm import Completion, Message, Recording, Usage, ask, ask_text, extract_json
 
 from .converge.fakes import World
 
@@ -92,6 +92,8 @@ def wrapped(value: Any) -> st.SearchStrategy[str]:
 
 
 model_texts = st.one_of(
+    # line separators JSON leaves raw: a reader splitting at them loses the record's lines
+    st.sampled_from(["a\u2028b", "{\"x\": \"\x85\"}", "\u2029"]),
     st.text(max_size=300),
     st.binary(max_size=200).map(lambda b: b.decode("latin-1")),
     json_values.map(json.dumps),
@@ -186,9 +188,8 @@ def test_a_run_fed_garbage_ends_with_a_reason_and_loses_nothing(private_cache, t
         assert "no usable answer" in result.reason or "model" in result.reason, result.reason
     record = load_run(conv.run_id)
     assert record["state"] == result.status and record["result"]["reason"] == result.reason
-    asked = [json.loads(line) for line in
-             (conv.recorder.dir / "llm.jsonl").read_text().splitlines() if line.strip()]
-    responses = [r.get("response") for r in asked if "response" in r]
+    recording = Recording.load(conv.recorder.dir / "llm.jsonl")  # replayable as written
+    responses = [e.response for e in recording.exchanges if e.response is not None]
     exchanges = [e["response"] for e in load_events(conv.run_id) if e["kind"] == "llm_exchange"]
     assert exchanges, "no answer reached the record"
     # every answer the model gave is in the record, verbatim, in order
