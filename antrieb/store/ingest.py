@@ -52,7 +52,8 @@ def ingest_run(run_dir: str | Path, *, db: Database | None = None) -> str:
             writer = RunWriter(db, record["run_id"], record)
             events_path = folder / "events.jsonl"
             if events_path.exists():
-                for line in events_path.read_text(encoding="utf-8").splitlines():
+                # "\n" only: splitlines() also breaks at U+0085/U+2028 inside JSON strings
+                for line in events_path.read_text(encoding="utf-8").split("\n"):
                     try:
                         ev = json.loads(line)
                     except ValueError:

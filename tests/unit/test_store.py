@@ -140,6 +140,23 @@ def test_a_crashed_run_is_readable(tmp_path):
     assert antrieb.runs().iloc[0]["status"] == "running"
 
 
+def test_output_with_unicode_line_separators_imports_whole(tmp_path):
+    """JSON keeps U+0085/U+2028 raw inside strings; an event line must not break there."""
+    src = EXAMPLE_RUNS[0]
+    run = tmp_path / "odd"
+    shutil.copytree(src, run)
+    lines = (run / "events.jsonl").read_text().split("\n")
+    i = next(i for i, line in enumerate(lines) if '"check_finished"' in line)
+    event = json.loads(lines[i])
+    event["output_tail"] = "before\x85middle\u2028after"
+    lines[i] = json.dumps(event, ensure_ascii=False)
+    (run / "events.jsonl").write_text("\n".join(lines))
+    run_id = store.ingest_run(run)
+    outputs = list(store.table("checks", run_id=run_id)["output"])
+    assert "before\x85middle\u2028after" in outputs
+    assert len(outputs) == sum('"check_finished"' in line for line in lines)
+
+
 def test_the_live_writer_never_fails_a_run(fake_testinfra, monkeypatch, capsys):
     monkeypatch.setenv("ANTRIEB_STORE", "/proc/no-such-dir/store.sqlite")
     result = _live_run()
