@@ -233,4 +233,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # "python -m antrieb.cli": the command groups register on antrieb.cli's app, not on
+    # this __main__ copy of the module
+    from antrieb.cli import main as package_main
+
+    package_main()

@@ -45,3 +45,16 @@ def test_doctor_reports_what_it_found():
 
 def test_bench_rejects_nonsense_rounds():
     assert runner.invoke(app, ["bench", "cluster", "--rounds", "0"]).exit_code == 2
+
+
+def test_python_m_runs_the_whole_command():
+    """`python -m antrieb` and `python -m antrieb.cli` see every command group."""
+    import subprocess
+    import sys
+
+    for module in ("antrieb", "antrieb.cli"):
+        out = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True,
+                             text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        for group in ("examples", "runs", "store", "mcp", "experiment", "bench"):
+            assert group in out.stdout, (module, group, out.stdout)

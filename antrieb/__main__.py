@@ -1,0 +1,5 @@
+"""``python -m antrieb ...``: the same command as ``antrieb ...``."""
+
+from antrieb.cli import main
+
+main()
