@@ -5,7 +5,12 @@ from __future__ import annotations
 
 import pytest
 
-from tests.vm.conftest import cluster_factory, debian12  # noqa: F401  (fixtures, re-used)
+import tests.vm.conftest as vm_conftest
+
+# The VM tier's fixtures (debian12, cluster_factory and whatever they depend on), re-used
+# as they are: every fixture that module defines is made visible here.
+globals().update({name: value for name, value in vars(vm_conftest).items()
+                  if type(value).__name__ == "FixtureFunctionDefinition"})
 
 
 def pytest_collection_modifyitems(items):
