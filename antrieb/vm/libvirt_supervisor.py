@@ -21,7 +21,6 @@ Run as ``python -m antrieb.vm.libvirt_supervisor`` by :mod:`antrieb.vm.libvirt_d
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import queue
@@ -34,7 +33,6 @@ import sys
 import threading
 import time
 import traceback
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,39 +40,19 @@ from typing import Any
 
 from antrieb.vm import namespaces, netplan
 from antrieb.vm.agent_client import AgentClient
-from antrieb.vm.libvirt_xml import DomainSpec, clone_save_header, domain_xml, read_save_header
+from antrieb.vm.libvirt_embed import (
+    domain_pid,
+    embedded_root,
+    keep_caps,
+    kill_all_by_pidfile,
+    open_connection,
+    prepare_root,
+    start_event_loop,
+)
+from antrieb.vm.libvirt_restore import ZERO_FREE_MEMORY, feed_save_image, unblock_feeder
+from antrieb.vm.libvirt_xml import DomainSpec, domain_xml
 from antrieb.vm.spec import Identity
 from antrieb.vm.supervisor import CONSOLE_TAIL, Supervisor, VMFailure, _proxy_thread
-
-QEMU_CONF = """\
-user = "root"
-group = "root"
-security_driver = "none"
-dynamic_ownership = 0
-remember_owner = 0
-stdio_handler = "file"
-namespaces = []
-cgroup_controllers = []
-"""
-
-
-F_SETPIPE_SZ = 1031
-ZERO_FREE_MEMORY = """sync; echo 3 > /proc/sys/vm/drop_caches; python3 -c '
-import mmap
-free = int(next(l for l in open("/proc/meminfo") if l.startswith("MemFree:")).split()[1]) * 1024
-size = max(0, free - (24 << 20)) & ~((8 << 20) - 1)
-if size:
-    m, chunk = mmap.mmap(-1, size), bytes(8 << 20)
-    for _ in range(size // len(chunk)):
-        m.write(chunk)
-    m.close()
-'"""
-
-
-def embedded_root(uri: str) -> str | None:
-    if uri.startswith("qemu:///embed?root="):
-        return uri.split("=", 1)[1]
-    return None
 
 
 @dataclass
@@ -110,101 +88,29 @@ class LibvirtSupervisor(Supervisor):
     # -- the connection -----------------------------------------------------------
 
     def op_libvirt_open(self, uri: str, caps_cache: str = "", workdir: str = "") -> dict:
-        import libvirt
-
-        libvirt.registerErrorHandler(lambda _ctx, _err: None, None)  # errors are raised
         root = embedded_root(uri)
         if root:
-            Path(root, "cache", "qemu").mkdir(parents=True, exist_ok=True)
-            Path(root, "etc").mkdir(exist_ok=True)
-            Path(root, "etc", "qemu.conf").write_text(QEMU_CONF)
-            caps = Path(caps_cache) if caps_cache else None
-            if caps and caps.is_dir():  # probing QEMU's capabilities costs seconds
-                shutil.copytree(caps, Path(root, "cache", "qemu", "capabilities"),
-                                dirs_exist_ok=True)
+            prepare_root(root, caps_cache)
         elif workdir:
             # A libvirtd outside our mount namespace must see overlays, sockets, consoles.
             self.workdir = Path(workdir)
             self.workdir.mkdir(parents=True, exist_ok=True)
         t0 = time.monotonic()
-        cpus = os.sched_getaffinity(0)
-        try:
-            if root:
-                # libvirt keeps the host's CPUID with its cached capabilities, and CPUID
-                # leaf 0x1f names the CPU that runs the check: read it on one fixed CPU.
-                os.sched_setaffinity(0, {min(cpus)})
-            self.conn = libvirt.open(uri)
-            self.uri, self.embedded = uri, root is not None
-            if root:
-                # The cache is also tied to the newest ctime of the driver modules loaded so
-                # far, and a domain start loads the secondary drivers (secret...): load one
-                # now, then validate (or make) the capabilities, so the cached copy matches
-                # here and in every later supervisor. Re-probing costs seconds.
-                self._secondary = libvirt.open(f"secret:///embed?root={root}")
-                self.conn.getDomainCapabilities(None, "x86_64", "q35", "qemu")
-        finally:
-            os.sched_setaffinity(0, cpus)
+        self.conn, self._secondary = open_connection(uri)
+        self.uri, self.embedded = uri, root is not None
         return {"ok": True, "seconds": time.monotonic() - t0,
                 "libvirt": self.conn.getLibVersion(), "hypervisor": self.conn.getType()}
 
     def op_libvirt_caps(self, caps_cache: str) -> dict:
-        """Keep the embedded driver's capabilities cache for the next supervisor: libvirt
-        re-probes QEMU (seconds of CPU) whenever the cached file no longer matches."""
+        """Keep the embedded driver's capabilities cache for the next supervisor."""
         root = embedded_root(self.uri)
-        src = Path(root or "/nonexistent", "cache", "qemu", "capabilities")
-        dst = Path(caps_cache)
-        if not src.is_dir():
-            return {"ok": True, "updated": False}
-        fresh = {f.name: f.read_bytes() for f in src.glob("*.xml")}
-        kept = {f.name: f.read_bytes() for f in dst.glob("*.xml")} if dst.is_dir() else {}
-        if fresh and fresh != kept:
-            tmp = Path(f"{caps_cache}.tmp-{os.getpid()}")
-            shutil.rmtree(tmp, ignore_errors=True)
-            shutil.copytree(src, tmp)
-            old = Path(f"{caps_cache}.old-{os.getpid()}")
-            with contextlib.suppress(OSError):
-                dst.rename(old)
-            with contextlib.suppress(OSError):
-                tmp.rename(dst)
-            shutil.rmtree(tmp, ignore_errors=True)
-            shutil.rmtree(old, ignore_errors=True)
-        return {"ok": True, "updated": fresh != kept}
+        return {"ok": True, "updated": bool(root) and keep_caps(root, caps_cache)}
 
     # -- starting domains -----------------------------------------------------------
 
     def _overlay(self, spec: DomainSpec, base: str, base_format: str) -> None:
         subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", base_format, "-b",
                         base, spec.disk], check=True, capture_output=True)
-
-    def _feed_save_image(self, fifo: str, golden_save: str, xml: str) -> threading.Thread:
-        """Write the clone's save image into a FIFO as libvirt reads it: our header, then
-        the golden's QEMU stream (sendfile: no copy through Python)."""
-        with open(golden_save, "rb") as f:
-            head = read_save_header(f.read(1 << 20))
-        header = clone_save_header(head, xml)
-        os.mkfifo(fifo, 0o600)
-
-        def feed() -> None:
-            with contextlib.suppress(OSError), open(golden_save, "rb") as src, \
-                    open(fifo, "wb", buffering=0) as out:
-                with contextlib.suppress(OSError):  # fewer wake-ups of the reading QEMU
-                    fcntl.fcntl(out.fileno(), F_SETPIPE_SZ, 1 << 20)
-                out.write(header)
-                offset, end = head.stream_offset, os.fstat(src.fileno()).st_size
-                while offset < end:
-                    sent = os.sendfile(out.fileno(), src.fileno(), offset, end - offset)
-                    if sent == 0:
-                        break
-                    offset += sent
-
-        thread = threading.Thread(target=feed, daemon=True)
-        thread.start()
-        return thread
-
-    def _unblock_feeder(self, fifo: str) -> None:
-        # A feeder still waiting for libvirt to open the FIFO would wait forever.
-        with contextlib.suppress(OSError):
-            os.close(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK))
 
     def _adopt_tap(self, tap: str) -> None:
         """Move a tap the libvirtd made in its namespace into ours, onto the bridge."""
@@ -222,12 +128,12 @@ class LibvirtSupervisor(Supervisor):
         xml = domain_xml(spec)
         if golden_save:
             fifo = str(self.workdir / f"{spec.name}.save")
-            feeder = self._feed_save_image(fifo, golden_save, xml)
+            feeder = feed_save_image(fifo, golden_save, xml)
             try:
                 d.dom = self.conn.restoreFlags(fifo, None, 0) or self.conn.lookupByName(
                     spec.domain_name())
             finally:
-                self._unblock_feeder(fifo)
+                unblock_feeder(fifo)
                 feeder.join(timeout=5)
                 with contextlib.suppress(OSError):
                     os.unlink(fifo)
@@ -319,15 +225,11 @@ class LibvirtSupervisor(Supervisor):
 
     def _pids(self, names: list[str] | None = None) -> dict[str, int]:
         pids = {}
-        root = embedded_root(self.uri)
         for name, d in list(self.domains.items()):
-            if names is not None and name not in names:
-                continue
-            for path in (Path(root or "/nonexistent", "run", "qemu", f"{d.spec.domain_name()}.pid"),
-                         Path("/run/libvirt/qemu", f"{d.spec.domain_name()}.pid")):
-                with contextlib.suppress(OSError, ValueError):
-                    pids[name] = int(path.read_text().strip())
-                    break
+            if names is None or name in names:
+                pid = domain_pid(self.uri, d.spec.domain_name())
+                if pid:
+                    pids[name] = pid
         return pids
 
     def op_agent(self, name: str, agent_op: str, timeout: float = 30.0, **args: Any) -> dict:
@@ -407,7 +309,7 @@ class LibvirtSupervisor(Supervisor):
         """The owner is gone: take every domain down now, then exit."""
         root = embedded_root(self.uri)
         if root:
-            _kill_domains_by_pidfile(root)
+            kill_all_by_pidfile(root)
         else:
             for pid in self._pids().values():
                 with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -419,25 +321,10 @@ class LibvirtSupervisor(Supervisor):
                 shutil.rmtree(self.workdir, ignore_errors=True)
 
 
-def _kill_domains_by_pidfile(root: str) -> None:
-    """SIGKILL every QEMU the embedded driver started (libvirt daemonizes them, so they
-    are not our children; their pid files say who they are)."""
-    for pidfile in Path(root, "run", "qemu").glob("*.pid"):
-        with contextlib.suppress(OSError, ValueError, ProcessLookupError):
-            os.kill(int(pidfile.read_text().strip()), signal.SIGKILL)
-
-
 def _entropy() -> str:
     import base64
 
     return base64.b64encode(os.urandom(64)).decode()
-
-
-def _event_loop() -> None:
-    import libvirt
-
-    while True:
-        libvirt.virEventRunDefaultImpl()
 
 
 def _watch_owner(control: socket.socket, sup_box: list) -> None:
@@ -483,12 +370,9 @@ def main(argv: list[str] | None = None) -> int:
         # libvirt logs expected noise (no cgroups, no dmidecode, tainted: high-privileges)
         # as errors: into the private tmpfs with it, the console tails say what failed.
         os.environ.setdefault("LIBVIRT_LOG_OUTPUTS", f"4:file:{args.runtime}/libvirt.log")
-        import libvirt
-
         # Started after the network unshare: QEMU spawned from these threads and from
         # the launch workers sits in the cluster network.
-        libvirt.virEventRegisterDefaultImpl()
-        threading.Thread(target=_event_loop, daemon=True).start()
+        start_event_loop()
         sup = LibvirtSupervisor(control, Path(args.runtime), host_netns)
         sup_box.append(sup)
     except Exception as exc:
@@ -501,10 +385,6 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         sup.shutdown()
     return 0
-
-
-def new_uuid() -> str:
-    return str(uuid.uuid4())
 
 
 if __name__ == "__main__":
