@@ -349,7 +349,8 @@ class Cluster:
         # which ends the commands), not after every command has finished
         pool = ThreadPoolExecutor(len(chosen))
         try:
-            futures = {n.name: pool.submit(n.run, command, timeout) for n in chosen}
+            futures = {n.name: pool.submit(events.carry(n.run), command, timeout)
+                       for n in chosen}
             return {name: f.result() for name, f in futures.items()}
         finally:
             pool.shutdown(wait=False, cancel_futures=True)

@@ -16,12 +16,14 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import contextvars
+import functools
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Literal, ParamSpec, TypeVar
 
 from pydantic import BaseModel, Field, TypeAdapter
 
@@ -45,10 +47,13 @@ class VMState(StrEnum):
 
 
 class Event(BaseModel):
-    """Base of every event: a kind tag and the wall-clock time it happened."""
+    """Base of every event: a kind tag, the wall-clock time it happened, and the run
+    whose work emitted it (``scope``, stamped by :func:`emit` inside :func:`scoped`; None
+    outside a run), so that two runs in one process tell their events apart."""
 
     kind: str
     at: float = Field(default_factory=time.time)
+    scope: str | None = None
 
 
 class ImageBuildProgress(Event):
@@ -300,8 +305,45 @@ def subscribed(listener: Listener) -> Iterator[None]:
         unsubscribe()
 
 
+_scope: contextvars.ContextVar[str | None] = contextvars.ContextVar("antrieb_event_scope",
+                                                                   default=None)
+
+
+@contextlib.contextmanager
+def scoped(name: str) -> Iterator[None]:
+    """Events emitted in this block (and in workers started with :func:`carry`) carry
+    ``scope=name``."""
+    token = _scope.set(name)
+    try:
+        yield
+    finally:
+        _scope.reset(token)
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def carry(fn: Callable[P, R]) -> Callable[P, R]:
+    """``fn`` for a worker thread: it emits in the scope of the thread that wrapped it
+    (threads do not inherit context variables)."""
+    scope = _scope.get()
+
+    @functools.wraps(fn)
+    def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        token = _scope.set(scope)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            _scope.reset(token)
+
+    return run
+
+
 def emit(event: Event) -> None:
     """Deliver ``event`` to every listener; a failing listener never breaks the producer."""
+    if event.scope is None:
+        event.scope = _scope.get()
     with _lock:
         listeners = list(_listeners)
     for listener in listeners:

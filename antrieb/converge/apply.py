@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from antrieb import events
 from antrieb.converge.checks import RunsCommands
 from antrieb.converge.models import AnsibleArtifacts, ShellArtifacts, Topology
 from antrieb.converge.results import StepResult
@@ -92,7 +93,8 @@ def prepare_nodes(nodes: Sequence[RunsCommands], timeout: float = 120.0) -> None
     # seconds under TCG) before the caller could tear the cluster down
     pool = ThreadPoolExecutor(max(1, len(nodes)))
     try:
-        list(pool.map(lambda n: n.run(prepare_command(), timeout=timeout), nodes))
+        list(pool.map(events.carry(lambda n: n.run(prepare_command(), timeout=timeout)),
+                      nodes))
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
 
@@ -120,7 +122,7 @@ def apply_shell(node_of: Callable[[str], Any], topology: Topology, artifacts: Sh
         # down, which ends the remote commands), not after every worker has finished
         pool = ThreadPoolExecutor(max(1, len(jobs)))
         try:
-            stage_steps = list(pool.map(one, jobs))
+            stage_steps = list(pool.map(events.carry(one), jobs))
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
         steps += stage_steps

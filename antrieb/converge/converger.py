@@ -171,6 +171,8 @@ class Converger:
     # -- bookkeeping ------------------------------------------------------------------
 
     def _on_event(self, event: events.Event) -> None:
+        if event.scope is not None and event.scope != self.run_id:
+            return  # another run's work in this process
         if self.recorder is not None:
             self.recorder.event(event)
         if self.store is not None:
@@ -227,7 +229,8 @@ class Converger:
             return
         t0 = time.monotonic()
         try:
-            cluster.down()
+            with events.scoped(self.run_id):  # also when stop() comes from another thread
+                cluster.down()
         except Exception as exc:  # teardown must never hide why the run ended
             events.emit(events.ClusterStateChanged(
                 cluster=getattr(cluster, "id", "?"), state=events.ClusterState.FAILED,
@@ -243,6 +246,10 @@ class Converger:
     def run(self) -> RunResult:
         """Run to the end; returns the result whatever happened (never raises for the
         run's own outcome; Ctrl-C is recorded as ``stopped``)."""
+        with events.scoped(self.run_id):
+            return self._run_scoped()
+
+    def _run_scoped(self) -> RunResult:
         self._started = time.monotonic()
         unsubscribe = events.subscribe(self._on_event)
         timer = threading.Timer(self.budgets.max_wall_s, lambda: self._trip(

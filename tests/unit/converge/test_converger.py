@@ -290,3 +290,32 @@ def test_every_recorded_event_is_a_typed_event(fake_testinfra):
     chosen = [e for e in parsed if isinstance(e, events.RecoveryChosen)]
     assert [(e.path, e.failure_class) for e in chosen] == [("troubleshoot", "connectivity")]
     assert chosen[0].reason and chosen[0].evidence
+
+
+class SlowBalancerWorld(LoadBalancerWorld):
+    """Scripts take a moment, so two runs in threads really overlap."""
+
+    def script(self, node, role, text):
+        time.sleep(0.3)
+        return super().script(node, role, text)
+
+
+def test_two_runs_in_one_process_record_only_their_own_events(fake_testinfra):
+    convs = [load_example("nginx-lb").converger(
+        cluster_factory=SlowBalancerWorld().factory())
+             for _ in range(2)]
+    seen: list[events.Event] = []
+    with events.subscribed(seen.append):
+        threads = [threading.Thread(target=c.run) for c in convs]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+    assert all(c.result.status == "converged" for c in convs), [c.result.reason for c in convs]
+    for conv in convs:
+        recorded = load_events(conv.run_id)
+        assert {e["scope"] for e in recorded} == {conv.run_id}
+        assert sum(e["kind"] == "llm_exchange" for e in recorded) == 3  # its own 3 calls
+        assert conv.result.cost.llm_calls == 3
+    # both runs overlapped, and an outside listener still sees everything
+    assert {e.scope for e in seen} == {c.run_id for c in convs}
