@@ -20,7 +20,9 @@ def test_clusters_in_a_row_grow_nothing(debian12):
     print(f"soak of {CLUSTERS}: growth {grew}, ready {figures['ready_s']}")
     assert figures["processes_started"] >= 2 * CLUSTERS  # a supervisor and a QEMU each
     assert after["processes"]["started_still_alive"] == 0
-    assert after["processes"]["descendants"] == 0
+    # other tests' session servers (e.g. the integration tier's PostgreSQL) may be our
+    # descendants already: what counts is that the soak added none
+    assert grew["processes"]["descendants"] <= 0, grew
     assert after["namespaces"]["held_by_soak"] == 0
     assert grew["open_files"] <= 0, grew
     assert figures["python_threads"]["after"] <= figures["python_threads"]["before"]
