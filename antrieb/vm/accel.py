@@ -91,11 +91,33 @@ def detect(kernel: Path, initrd: Path) -> Accel:
 def host_tsc_khz() -> int | None:
     """The host TSC frequency, which a TCG guest reads as its own; None if unknown.
 
-    From ``ANTRIEB_TSC_KHZ`` or the kernel log (``tsc: Detected N MHz processor``).
+    From ``ANTRIEB_TSC_KHZ``, else the value found earlier in this host boot, else the
+    kernel log (``tsc: Detected N MHz processor``), else ``/proc/cpuinfo`` where the
+    kernel knows the TSC frequency exactly (``tsc_known_freq``). Kept per boot because it
+    is part of the golden snapshot's key: the kernel log is a ring buffer, and once the
+    line has scrolled out a later process must not come to another answer (and so to
+    another golden, booted without the hint).
     """
     forced = config.setting("tsc_khz")
     if forced:
         return int(forced)
+    cache = config.cache_dir() / "tsc.json"
+    boot = _boot_id()
+    try:
+        cached = json.loads(cache.read_text())
+        if cached.get("boot_id") == boot and cached.get("khz"):
+            return int(cached["khz"])
+    except (OSError, ValueError):
+        pass
+    khz = _tsc_from_kernel_log() or _tsc_from_cpuinfo()
+    if khz:
+        tmp = cache.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(json.dumps({"boot_id": boot, "khz": khz}))
+        tmp.replace(cache)
+    return khz
+
+
+def _tsc_from_kernel_log() -> int | None:
     for argv in (["dmesg"], ["journalctl", "-k", "-b", "--no-pager", "-q"]):
         try:
             out = subprocess.run(argv, capture_output=True, text=True, timeout=5).stdout
@@ -106,3 +128,19 @@ def host_tsc_khz() -> int | None:
         if m:
             return round(float(m.group(1)) * 1000)
     return None
+
+
+def _tsc_from_cpuinfo(text: str | None = None) -> int | None:
+    """``cpu MHz`` of the first CPU, trusted only with ``tsc_known_freq`` (the kernel was
+    told the TSC frequency, e.g. by the hypervisor, instead of measuring it)."""
+    if text is None:
+        try:
+            text = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return None
+    first = text.split("\n\n", 1)[0]
+    flags = re.search(r"^flags\s*:(.*)$", first, re.M)
+    mhz = re.search(r"^cpu MHz\s*:\s*([0-9.]+)", first, re.M)
+    if not (flags and mhz and "tsc_known_freq" in flags.group(1).split()):
+        return None
+    return round(float(mhz.group(1)) * 1000)

@@ -68,3 +68,42 @@ def test_restore_needs_the_state_fd():
     with pytest.raises(ValueError, match="incoming_fd"):
         qemu_argv(spec(incoming="/golden/state"), monitor_fd=5, agent_fd=6,
                   console_path="/c")
+
+
+CPUINFO = """processor\t: 0
+cpu MHz\t\t: 2100.000
+flags\t\t: fpu tsc constant_tsc {extra}
+
+processor\t: 1
+cpu MHz\t\t: 1800.000
+flags\t\t: fpu tsc constant_tsc tsc_known_freq
+"""
+
+
+def test_tsc_from_cpuinfo_only_when_the_kernel_knows_it_exactly():
+    from antrieb.vm.accel import _tsc_from_cpuinfo
+
+    assert _tsc_from_cpuinfo(CPUINFO.format(extra="tsc_known_freq")) == 2_100_000
+    assert _tsc_from_cpuinfo(CPUINFO.format(extra="")) is None  # measured: not trusted
+
+
+def test_tsc_hint_is_kept_for_the_boot(tmp_path, monkeypatch):
+    """The hint is part of the golden key: once found, later processes of this boot get
+    the same answer even when the kernel log line has scrolled away."""
+    from antrieb.vm import accel
+
+    monkeypatch.setenv("ANTRIEB_CACHE", str(tmp_path))
+    monkeypatch.delenv("ANTRIEB_TSC_KHZ", raising=False)
+    monkeypatch.setattr(accel, "_tsc_from_kernel_log", lambda: 2_345_678)
+    monkeypatch.setattr(accel, "_tsc_from_cpuinfo", lambda: None)
+    accel.host_tsc_khz.cache_clear()
+    try:
+        assert accel.host_tsc_khz() == 2_345_678
+        monkeypatch.setattr(accel, "_tsc_from_kernel_log", lambda: None)  # scrolled out
+        accel.host_tsc_khz.cache_clear()
+        assert accel.host_tsc_khz() == 2_345_678
+        monkeypatch.setenv("ANTRIEB_TSC_KHZ", "1000000")
+        accel.host_tsc_khz.cache_clear()
+        assert accel.host_tsc_khz() == 1_000_000
+    finally:
+        accel.host_tsc_khz.cache_clear()
