@@ -19,8 +19,6 @@ from __future__ import annotations
 import contextlib
 import socket
 import subprocess
-import threading
-from typing import Any
 
 from antrieb import config
 from antrieb.errors import VMError
@@ -41,25 +39,20 @@ from antrieb.vm.libvirt_golden import (
 )
 from antrieb.vm.qemu_driver import RESTORE_TIMEOUT, apt_upstreams
 from antrieb.vm.spec import Identity
+from antrieb.vm.supervised import SupervisedDriver
 from antrieb.vm.supervisor_client import SupervisorClient
 
 
-class LibvirtDriver:
+class LibvirtDriver(SupervisedDriver):
     name = "libvirt"
+    goldens: dict[str, LibvirtGolden]
 
     def __init__(self, mem_mb: int = 512, cpus: int = 1, uri: str | None = None):
         require_libvirt()
-        self.mem_mb, self.cpus = mem_mb, cpus
+        super().__init__(mem_mb, cpus)
         self.uri = uri or config.setting("libvirt_uri") or default_uri()
         self.embedded = self.uri.startswith("qemu:///embed")
-        self.accel = ""
-        self.accel_reason = ""
         self.cluster_id = ""  # set by Cluster: goes into each domain's metadata and name
-        self.goldens: dict[str, LibvirtGolden] = {}
-        self.sup: SupervisorClient | None = None
-        self._consoles: dict[str, str] = {}
-        self._killed = False
-        self._sup_lock = threading.Lock()
 
     def prepare(self, images: set[str]) -> None:
         for image in sorted(images):
@@ -111,14 +104,6 @@ class LibvirtDriver:
             self.sup.request("libvirt_caps", caps_cache=caps_cache())
         return nodes
 
-    def _adopt(self, sup: SupervisorClient) -> None:
-        with self._sup_lock:
-            self.sup = sup
-            killed = self._killed
-        if killed:
-            sup.kill()
-            raise VMError("?", "the cluster was stopped while it started")
-
     def cold_boot(self, image: str) -> float:
         """Boot one fresh domain of the image (no save image) to sshd answering."""
         self.prepare({image})
@@ -135,35 +120,12 @@ class LibvirtDriver:
         finally:
             sup.shutdown()
 
-    def host_key(self, image: str) -> str:
-        return self.goldens[image].host_key
-
-    def connect(self, ip: str, port: int, timeout: float = 10.0) -> socket.socket:
-        if self.sup is None:
-            raise VMError("?", "cluster is not running")
-        return self.sup.connect(ip, port, timeout)
-
-    def console(self, node: str) -> str:
-        if self.sup is not None and self.sup.alive():
-            reply = self.sup.request("console", wait=10, name=node)
-            if reply.get("ok"):
-                return reply["console"]
-        return self._consoles.get(node, "")
-
-    def stats(self) -> dict[str, Any]:
-        if self.sup is None:
-            return {}
-        return self.sup.request("stats", wait=10).get("vms", {})
-
     def domains(self) -> list[str]:
         """Every domain the cluster's libvirt connection shows (all of them, on a
         shared libvirtd)."""
         if self.sup is None or not self.sup.alive():
             return []
         return self.sup.request("domains", wait=10).get("domains", [])
-
-    def supervisor_pid(self) -> int | None:
-        return self.sup.pid if self.sup else None
 
     def stop(self) -> None:
         if self.sup is None:
@@ -173,12 +135,8 @@ class LibvirtDriver:
         else:
             self.sup.shutdown(timeout=30)
 
-    def kill(self) -> None:
-        with self._sup_lock:
-            self._killed = True
-            sup = self.sup
-        if sup is not None:
-            hang_up(sup)
+    def _hang_up(self, sup: SupervisorClient) -> None:
+        hang_up(sup)
 
 
 def hang_up(sup: SupervisorClient, timeout: float = 10.0) -> None:

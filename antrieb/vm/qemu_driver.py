@@ -3,10 +3,7 @@ cluster (see :mod:`antrieb.vm.supervisor`)."""
 
 from __future__ import annotations
 
-import socket
 import sys
-import threading
-from typing import Any
 
 from antrieb import config
 from antrieb.errors import ConfigError, MissingToolError, VMError
@@ -16,6 +13,7 @@ from antrieb.vm import netplan
 from antrieb.vm.driver import NodePlan
 from antrieb.vm.golden import Golden, cold_spec, ensure_golden, launch_cold
 from antrieb.vm.spec import Identity
+from antrieb.vm.supervised import SupervisedDriver
 from antrieb.vm.supervisor_client import SupervisorClient
 
 RESTORE_TIMEOUT = 60.0
@@ -33,18 +31,9 @@ def apt_upstreams() -> dict[str, str]:
         return {}
 
 
-class QemuDriver:
+class QemuDriver(SupervisedDriver):
     name = "qemu"
-
-    def __init__(self, mem_mb: int = 512, cpus: int = 1):
-        self.mem_mb, self.cpus = mem_mb, cpus
-        self.accel = ""
-        self.accel_reason = ""
-        self.goldens: dict[str, Golden] = {}
-        self.sup: SupervisorClient | None = None
-        self._consoles: dict[str, str] = {}
-        self._killed = False  # kill() came first: a later start() must not launch anything
-        self._sup_lock = threading.Lock()
+    goldens: dict[str, Golden]
 
     def prepare(self, images: set[str]) -> None:
         for image in sorted(images):
@@ -96,44 +85,6 @@ class QemuDriver:
         finally:
             sup.shutdown()
 
-    def host_key(self, image: str) -> str:
-        return self.goldens[image].host_key
-
-    def connect(self, ip: str, port: int, timeout: float = 10.0) -> socket.socket:
-        if self.sup is None:
-            raise VMError("?", "cluster is not running")
-        return self.sup.connect(ip, port, timeout)
-
-    def console(self, node: str) -> str:
-        if self.sup is not None and self.sup.alive():
-            reply = self.sup.request("console", wait=10, name=node)
-            if reply.get("ok"):
-                return reply["console"]
-        return self._consoles.get(node, "")
-
-    def stats(self) -> dict[str, Any]:
-        if self.sup is None:
-            return {}
-        return self.sup.request("stats", wait=10).get("vms", {})
-
-    def supervisor_pid(self) -> int | None:
-        return self.sup.pid if self.sup else None
-
     def stop(self) -> None:
         if self.sup is not None:
             self.sup.shutdown()
-
-    def _adopt(self, sup: SupervisorClient) -> None:
-        with self._sup_lock:
-            self.sup = sup
-            killed = self._killed
-        if killed:  # stopped before the supervisor even started
-            sup.kill()
-            raise VMError("?", "the cluster was stopped while it started")
-
-    def kill(self) -> None:
-        with self._sup_lock:
-            self._killed = True
-            sup = self.sup
-        if sup is not None:
-            sup.kill()

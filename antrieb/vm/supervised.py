@@ -1,0 +1,66 @@
+"""What the qemu and libvirt drivers share: one supervisor process per cluster (see
+:mod:`antrieb.vm.supervisor`) that owns the VMs, the network namespace and the consoles.
+A driver adds how it prepares images and starts VMs; the rest goes through here."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from typing import Any
+
+from antrieb.errors import VMError
+from antrieb.vm.supervisor_client import SupervisorClient
+
+
+class SupervisedDriver:
+    def __init__(self, mem_mb: int = 512, cpus: int = 1) -> None:
+        self.mem_mb, self.cpus = mem_mb, cpus
+        self.accel = ""
+        self.accel_reason = ""
+        self.goldens: dict[str, Any] = {}  # image -> the driver's golden snapshot
+        self.sup: SupervisorClient | None = None
+        self._consoles: dict[str, str] = {}
+        self._killed = False  # kill() came first: a later start() must not launch anything
+        self._sup_lock = threading.Lock()
+
+    def _adopt(self, sup: SupervisorClient) -> None:
+        """Take the cluster's supervisor as soon as it exists, so kill() reaches it."""
+        with self._sup_lock:
+            self.sup = sup
+            killed = self._killed
+        if killed:  # stopped before the supervisor even started
+            sup.kill()
+            raise VMError("?", "the cluster was stopped while it started")
+
+    def _hang_up(self, sup: SupervisorClient) -> None:
+        sup.kill()
+
+    def kill(self) -> None:
+        with self._sup_lock:
+            self._killed = True
+            sup = self.sup
+        if sup is not None:
+            self._hang_up(sup)
+
+    def host_key(self, image: str) -> str:
+        return self.goldens[image].host_key
+
+    def connect(self, ip: str, port: int, timeout: float = 10.0) -> socket.socket:
+        if self.sup is None:
+            raise VMError("?", "cluster is not running")
+        return self.sup.connect(ip, port, timeout)
+
+    def console(self, node: str) -> str:
+        if self.sup is not None and self.sup.alive():
+            reply = self.sup.request("console", wait=10, name=node)
+            if reply.get("ok"):
+                return reply["console"]
+        return self._consoles.get(node, "")
+
+    def stats(self) -> dict[str, Any]:
+        if self.sup is None:
+            return {}
+        return self.sup.request("stats", wait=10).get("vms", {})
+
+    def supervisor_pid(self) -> int | None:
+        return self.sup.pid if self.sup else None
