@@ -71,8 +71,10 @@ def test_429_with_retry_after_waits_then_succeeds(make_provider):
     assert done.text == "finally"
     assert len(server.seen) == 2
     gap = server.seen[1].at - server.seen[0].at
-    assert 0.95 <= gap < 2.0, gap  # the server's 1 s, not the client's own 0.5 s backoff
-    assert elapsed < 3
+    # the server's 1 s, not the client's own 0.5 s backoff; upper bounds only catch a
+    # wait of another order (the machine may be busy: no tight timing here)
+    assert 0.95 <= gap < 10, gap
+    assert elapsed < 20
 
 
 def test_always_429_stops_after_max_retries(make_provider):
@@ -94,7 +96,7 @@ def test_500_then_200_is_retried_with_backoff(make_provider):
         done = make_provider(server).complete(HELLO, purpose="smoke")
     assert done.text == "ok now" and len(server.seen) == 2
     gap = server.seen[1].at - server.seen[0].at
-    assert 0.3 <= gap < 1.5, gap  # the client's first backoff step: 0.5 s minus jitter
+    assert 0.3 <= gap < 10, gap  # the client's first backoff step: 0.5 s minus jitter
 
 
 def test_other_4xx_is_an_error_with_the_server_message_and_no_retry(make_provider):
@@ -111,7 +113,7 @@ def test_server_down_is_unavailable_quickly(make_provider):
     started = time.monotonic()
     with pytest.raises(LLMUnavailable) as info:
         provider.complete(HELLO, purpose="smoke")
-    assert time.monotonic() - started < 3
+    assert time.monotonic() - started < 20  # no long backoff for a closed port
     assert "cannot reach http://127.0.0.1:" in str(info.value)
 
 
@@ -122,7 +124,7 @@ def test_slow_server_times_out_into_unavailable(make_provider):
         with pytest.raises(LLMUnavailable) as info:
             provider.complete(HELLO, purpose="smoke")
         elapsed = time.monotonic() - started
-    assert 0.6 <= elapsed < 3, elapsed  # two attempts of 0.3 s plus one backoff
+    assert 0.6 <= elapsed < 9, elapsed  # two attempts of 0.3 s plus one backoff, not 10 s
     assert "within 0.3s" in str(info.value) and len(server.seen) == 2
 
 
