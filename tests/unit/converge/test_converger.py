@@ -220,7 +220,7 @@ def test_the_wall_time_budget_ends_the_run_mid_step():
     result = Converger(task, provider=ScriptedProvider("{}"),
                        budgets=Budgets(max_wall_s=0.5), cluster_factory=world.factory()).run()
     assert result.status == "budget_exhausted" and "wall-time" in result.reason
-    assert time.monotonic() - t0 < 3
+    assert time.monotonic() - t0 < 15  # the step alone would take 30 s
     assert world.clusters[0].state == "down"
 
 
