@@ -22,7 +22,6 @@ import subprocess
 
 from antrieb import config
 from antrieb.errors import VMError
-from antrieb.vm import accel as accel_mod
 from antrieb.vm import images as vm_images
 from antrieb.vm import netplan
 from antrieb.vm.driver import NodePlan
@@ -54,17 +53,7 @@ class LibvirtDriver(SupervisedDriver):
         self.embedded = self.uri.startswith("qemu:///embed")
         self.cluster_id = ""  # set by Cluster: goes into each domain's metadata and name
 
-    def prepare(self, images: set[str]) -> None:
-        for image in sorted(images):
-            if image in self.goldens:
-                continue
-            artefacts = vm_images.ensure(image)
-            if not self.accel:
-                verdict = accel_mod.detect(artefacts.kernel, artefacts.initrd)
-                self.accel, self.accel_reason = verdict.name, verdict.reason
-            verdict = accel_mod.Accel(self.accel, self.accel_reason)
-            self.goldens[image] = ensure_golden(artefacts, accel=verdict, mem_mb=self.mem_mb,
-                                                cpus=self.cpus)
+    ensure_golden = staticmethod(ensure_golden)
 
     def _tap(self, plan: NodePlan) -> str:
         if self.embedded:

@@ -7,7 +7,6 @@ import sys
 
 from antrieb import config
 from antrieb.errors import ConfigError, MissingToolError, VMError
-from antrieb.vm import accel as accel_mod
 from antrieb.vm import images as vm_images
 from antrieb.vm import netplan
 from antrieb.vm.driver import NodePlan
@@ -35,17 +34,7 @@ class QemuDriver(SupervisedDriver):
     name = "qemu"
     goldens: dict[str, Golden]
 
-    def prepare(self, images: set[str]) -> None:
-        for image in sorted(images):
-            if image in self.goldens:
-                continue
-            artefacts = vm_images.ensure(image)
-            if not self.accel:
-                verdict = accel_mod.detect(artefacts.kernel, artefacts.initrd)
-                self.accel, self.accel_reason = verdict.name, verdict.reason
-            verdict = accel_mod.Accel(self.accel, self.accel_reason)
-            self.goldens[image] = ensure_golden(artefacts, accel=verdict, mem_mb=self.mem_mb,
-                                                cpus=self.cpus)
+    ensure_golden = staticmethod(ensure_golden)
 
     def start(self, plans: list[NodePlan], identities: list[Identity]) -> dict[str, dict]:
         self.prepare({p.image for p in plans})

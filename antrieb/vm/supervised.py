@@ -9,10 +9,15 @@ import threading
 from typing import Any
 
 from antrieb.errors import VMError
+from antrieb.vm import accel as accel_mod
+from antrieb.vm import images as vm_images
 from antrieb.vm.supervisor_client import SupervisorClient
 
 
 class SupervisedDriver:
+    # ensure_golden(artefacts, *, accel, mem_mb, cpus): the driver's golden snapshot maker
+    ensure_golden: Any
+
     def __init__(self, mem_mb: int = 512, cpus: int = 1) -> None:
         self.mem_mb, self.cpus = mem_mb, cpus
         self.accel = ""
@@ -22,6 +27,20 @@ class SupervisedDriver:
         self._consoles: dict[str, str] = {}
         self._killed = False  # kill() came first: a later start() must not launch anything
         self._sup_lock = threading.Lock()
+
+    def prepare(self, images: set[str]) -> None:
+        """Images built and golden snapshots made (each once); the accelerator probed on
+        the first image."""
+        for image in sorted(images):
+            if image in self.goldens:
+                continue
+            artefacts = vm_images.ensure(image)
+            if not self.accel:
+                verdict = accel_mod.detect(artefacts.kernel, artefacts.initrd)
+                self.accel, self.accel_reason = verdict.name, verdict.reason
+            verdict = accel_mod.Accel(self.accel, self.accel_reason)
+            self.goldens[image] = self.ensure_golden(artefacts, accel=verdict,
+                                                     mem_mb=self.mem_mb, cpus=self.cpus)
 
     def _adopt(self, sup: SupervisorClient) -> None:
         """Take the cluster's supervisor as soon as it exists, so kill() reaches it."""
