@@ -34,7 +34,10 @@ BOOT_TIMEOUT = {"tcg": 75.0, "kvm": 30.0}
 
 
 @dataclass(frozen=True)
-class Golden:
+class GoldenBase:
+    """What every driver's golden snapshot has: the image it was booted from, the shape,
+    the kernel command line, and its folder with the disk."""
+
     image: str
     key: str
     dir: Path
@@ -51,6 +54,9 @@ class Golden:
     def disk(self) -> Path:
         return self.dir / "disk.qcow2"
 
+
+@dataclass(frozen=True)
+class Golden(GoldenBase):
     @property
     def mem(self) -> Path:
         return self.dir / "mem"

@@ -25,7 +25,7 @@ from antrieb import config, events
 from antrieb.errors import MissingToolError, SupervisorError, VMError
 from antrieb.vm import netplan
 from antrieb.vm.accel import Accel, host_tsc_khz
-from antrieb.vm.golden import _qemu_version, golden_identity
+from antrieb.vm.golden import GoldenBase, _qemu_version, golden_identity
 from antrieb.vm.libvirt_xml import DomainSpec, domain_xml, kernel_append
 from antrieb.vm.qemu import kernel_append as qemu_kernel_append
 from antrieb.vm.spec import Identity
@@ -85,23 +85,7 @@ def open_supervisor(uri: str, *, cluster: str = "", apt_cache: str = "",
 
 
 @dataclass(frozen=True)
-class LibvirtGolden:
-    image: str
-    key: str
-    dir: Path
-    kernel: Path
-    initrd: Path
-    append: str
-    accel: str
-    mem_mb: int
-    cpus: int
-    host_key: str
-    cold_boot_s: float
-
-    @property
-    def disk(self) -> Path:
-        return self.dir / "disk.qcow2"
-
+class LibvirtGolden(GoldenBase):
     @property
     def save(self) -> Path:
         return self.dir / "state.save"
