@@ -33,7 +33,6 @@ import sys
 import threading
 import time
 import traceback
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -186,25 +185,14 @@ class LibvirtSupervisor(Supervisor):
         started = [Domain(s, own_disk=not v["disk"]) for s, v in zip(specs, vms, strict=True)]
         with self._lock:
             self.domains.update({d.spec.name: d for d in started})
-        results: dict[str, Any] = {}
-        errors: list[VMFailure] = []
-        with ThreadPoolExecutor(len(started)) as pool:
-            futures = {d.spec.name: pool.submit(self._start_domain, d, base, base_format,
-                                                golden_save, ident, t0, boot_timeout)
-                       for d, ident in zip(started, idents, strict=True)}
-            for name, fut in futures.items():
-                try:
-                    results[name] = fut.result()
-                except VMFailure as exc:
-                    errors.append(exc)
-                except Exception as exc:
-                    errors.append(VMFailure(name, f"{type(exc).__name__}: {exc}",
-                                            self.domains[name].console_tail()))
-        if errors:
-            return {"ok": False, "errors": [
-                {"node": e.node, "message": str(e), "console": e.console, "kind": e.kind}
-                for e in errors], "nodes": results}
-        return {"ok": True, "nodes": results, "pids": self._pids()}
+        reply = self._bring_up_all(
+            {d.spec.name: (self._start_domain, d, base, base_format, golden_save, ident, t0,
+                           boot_timeout)
+             for d, ident in zip(started, idents, strict=True)},
+            lambda name: self.domains[name].console_tail())
+        if reply["ok"]:
+            reply["pids"] = self._pids()
+        return reply
 
     def op_snapshot(self, name: str, state_path: str) -> dict:  # type: ignore[override]
         """Save a running domain to a libvirt save image (the domain is gone after)."""

@@ -30,6 +30,7 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -205,11 +206,22 @@ class Supervisor:
         self.taps += [s.tap for s in specs]
         started = [self._spawn(spec) for spec in specs]
         spawned = time.monotonic() - t0
+        reply = self._bring_up_all(
+            {vm.spec.name: (self._bring_up, vm, ident, t0, boot_timeout)
+             for vm, ident in zip(started, idents, strict=True)},
+            lambda name: self.vms[name].console_tail())
+        if reply["ok"]:
+            reply.update(spawned_s=spawned, pids={vm.spec.name: vm.proc.pid for vm in started})
+        return reply
+
+    @staticmethod
+    def _bring_up_all(jobs: dict[str, tuple], console_tail: Callable[[str], str]) -> dict:
+        """Run each node's bring-up ``(fn, *args)`` in parallel; the reply names every
+        node that failed, with its console tail."""
         results: dict[str, Any] = {}
         errors: list[VMFailure] = []
-        with ThreadPoolExecutor(len(started)) as pool:
-            futures = {vm.spec.name: pool.submit(self._bring_up, vm, ident, t0, boot_timeout)
-                       for vm, ident in zip(started, idents, strict=True)}
+        with ThreadPoolExecutor(len(jobs)) as pool:
+            futures = {name: pool.submit(*job) for name, job in jobs.items()}
             for name, fut in futures.items():
                 try:
                     results[name] = fut.result()
@@ -217,13 +229,12 @@ class Supervisor:
                     errors.append(exc)
                 except Exception as exc:
                     errors.append(VMFailure(name, f"{type(exc).__name__}: {exc}",
-                                            self.vms[name].console_tail()))
+                                            console_tail(name)))
         if errors:
             return {"ok": False, "errors": [
                 {"node": e.node, "message": str(e), "console": e.console, "kind": e.kind}
                 for e in errors], "nodes": results}
-        return {"ok": True, "spawned_s": spawned, "nodes": results,
-                "pids": {vm.spec.name: vm.proc.pid for vm in started}}
+        return {"ok": True, "nodes": results}
 
     def op_snapshot(self, name: str, state_path: str) -> dict:
         """Freeze a VM booted with shared RAM and write its device state to state_path."""
