@@ -51,6 +51,7 @@ from antrieb.vm.libvirt_embed import (
 from antrieb.vm.libvirt_restore import ZERO_FREE_MEMORY, feed_save_image, unblock_feeder
 from antrieb.vm.libvirt_xml import DomainSpec, domain_xml
 from antrieb.vm.spec import Identity
+from antrieb.vm.sshprobe import wait_ssh_banner
 from antrieb.vm.supervisor import CONSOLE_TAIL, Supervisor, VMFailure, _proxy_thread
 
 
@@ -60,6 +61,7 @@ class Domain:
     own_disk: bool = True  # an overlay made here (not a golden's persistent disk)
     dom: Any = None
     agent: AgentClient | None = None
+    ip: str = ""  # set with its identity
     timings: dict[str, Any] = field(default_factory=dict)
 
     def console_tail(self, limit: int = CONSOLE_TAIL) -> str:
@@ -156,14 +158,15 @@ class LibvirtSupervisor(Supervisor):
             reply = d.agent.call(op, timeout=boot_timeout, **req)
         except Exception as exc:
             raise VMFailure(spec.name, f"identity not applied: {exc}", d.console_tail()) from exc
+        d.ip = identity.ip
         d.timings.update(identity=time.monotonic() - t0, random=reply.get("random"),
                          agent_s=reply.get("seconds"), guest_time=reply.get("time"))
-        from antrieb.vm.supervisor import wait_ssh_banner
-
         try:
-            d.timings["ssh"] = wait_ssh_banner(identity.ip, time.monotonic() + boot_timeout) - t0
+            answered, probe = wait_ssh_banner(identity.ip, time.monotonic() + boot_timeout)
         except TimeoutError as exc:
             raise VMFailure(spec.name, str(exc), d.console_tail()) from exc
+        d.timings["ssh"] = answered - t0
+        self._keep_probe(identity.ip, probe, restored=bool(golden_save))
         return d.timings
 
     def op_launch(self, vms: list[dict], identities: list[dict], base: str,  # type: ignore[override]
@@ -257,6 +260,7 @@ class LibvirtSupervisor(Supervisor):
     def _forget(self, names: list[str]) -> None:
         with self._lock:
             gone = [self.domains.pop(n) for n in names if n in self.domains]
+        self.probes.drop([d.ip for d in gone if d.ip])
         for d in gone:
             if d.agent is not None:
                 d.agent.close()

@@ -45,6 +45,13 @@ def test_three_nodes_distinct_identity_and_ssh_by_name(cluster_factory):
         "| tr -d ' ')", timeout=60)
     rows = {name: r.stdout.split() for name, r in info.items()}
     assert all(r.ok for r in info.values()), info
+    # the connection that found sshd answering became the first session: the guest
+    # logged no connection dropped before the SSH handshake (emulated work while the
+    # other nodes still came up)
+    sshd = cluster["node1"].run("journalctl -b _COMM=sshd _HOSTNAME=node1 -o cat --no-pager",
+                                timeout=60)
+    assert "Accepted publickey" in sshd.stdout, sshd
+    assert "kex_exchange_identification" not in sshd.stdout, sshd.stdout
     for node in cluster:
         host, cidr, mac, clock, _rand = rows[node.name]
         assert host == node.name
