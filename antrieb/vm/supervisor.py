@@ -34,15 +34,16 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-from qemu.qmp.legacy import QEMUMonitorProtocol
+from typing import TYPE_CHECKING, Any
 
 from antrieb.vm import namespaces, netplan
 from antrieb.vm.agent_client import AgentClient
 from antrieb.vm.qemu import qemu_argv, qemu_binary
 from antrieb.vm.spec import Identity, VMSpec
 from antrieb.vm.sshprobe import SshProbes, wait_ssh_banner
+
+if TYPE_CHECKING:
+    from qemu.qmp.legacy import QEMUMonitorProtocol
 
 MAX_MESSAGE = 1 << 20
 CONSOLE_TAIL = 16 * 1024
@@ -130,7 +131,7 @@ class Supervisor:
         return VMFailure(vm.spec.name, message, tail, kind)
 
     def _qmp(self, vm: RunningVM) -> QEMUMonitorProtocol:
-        qmp = QEMUMonitorProtocol(vm.qmp_sock)
+        qmp = _qmp_client()(vm.qmp_sock)
         qmp.connect()
         qmp.settimeout(30)
         return qmp
@@ -361,13 +362,24 @@ def _watch_owner(control: socket.socket) -> None:
                 os.killpg(0, signal.SIGKILL)
 
 
+def _qmp_client() -> type[QEMUMonitorProtocol]:
+    # Imported on first use (asyncio and the client: ~30 ms), or ahead of it by a thread
+    # while the namespaces come up: the supervisor's start is on every Cluster.up() path.
+    from qemu.qmp.legacy import QEMUMonitorProtocol
+
+    return QEMUMonitorProtocol
+
+
 def _proxy_thread(listen: queue.Queue, apt_cache: str, upstreams: dict[str, str]) -> None:
     """Serve the apt proxy. Started before the network unshare, so this thread and the
     workers it starts stay in the host's network and can reach the mirror, while the
     listening socket it is handed lives in the cluster's network."""
+    sock = listen.get()
+    # The first apt request comes after the cluster is up: the proxy's imports wait for
+    # it instead of competing with the start for the interpreter.
+    select.select([sock], [], [])
     from antrieb.vm.aptproxy import AptProxy
 
-    sock = listen.get()
     AptProxy(Path(apt_cache), upstreams).serve(sock)
 
 
@@ -383,6 +395,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         namespaces.enter_private_mounts(args.runtime)
         threading.Thread(target=_watch_owner, args=(control,), daemon=True).start()
+        threading.Thread(target=_qmp_client, daemon=True).start()
         listen: queue.Queue = queue.Queue()
         upstreams = json.loads(args.upstreams)
         if args.apt_cache and upstreams:
