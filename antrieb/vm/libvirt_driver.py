@@ -17,8 +17,13 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
 import socket
 import subprocess
+import threading
+from collections.abc import Iterable
+from pathlib import Path
 
 from antrieb import config
 from antrieb.errors import VMError
@@ -42,6 +47,50 @@ from antrieb.vm.supervised import SupervisedDriver
 from antrieb.vm.supervisor_client import SupervisorClient
 
 
+def _start_time(pid: int) -> int | None:
+    """When the process started (clock ticks after boot): tells a reused pid apart."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+class DomainProcesses:
+    """The QEMUs a local libvirt started for one cluster. libvirt daemonizes them: no
+    process group of ours holds them and no death signal ties them to the supervisor. The
+    supervisor takes them down when it stops or its owner dies; if it dies itself (killed,
+    out of memory), they are killed here, by the pids its launches reported."""
+
+    def __init__(self) -> None:
+        self._known: dict[int, int] = {}  # pid -> start time
+        self._lock = threading.Lock()
+
+    def add(self, pids: Iterable[int]) -> None:
+        with self._lock:
+            for pid in pids:
+                if pid and (start := _start_time(pid)) is not None:
+                    self._known[pid] = start
+
+    def kill_survivors(self) -> list[int]:
+        with self._lock:
+            known, self._known = self._known, {}
+        killed = []
+        for pid, start in known.items():
+            if _start_time(pid) == start:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
+        return killed
+
+    def watch(self, sup: SupervisorClient) -> None:
+        """Kill the survivors the moment the supervisor process ends, however it ends."""
+        def wait() -> None:
+            sup.proc.wait()
+            self.kill_survivors()
+
+        threading.Thread(target=wait, daemon=True, name="libvirt-orphans").start()
+
+
 class LibvirtDriver(SupervisedDriver):
     name = "libvirt"
     goldens: dict[str, LibvirtGolden]
@@ -52,6 +101,7 @@ class LibvirtDriver(SupervisedDriver):
         self.uri = uri or config.setting("libvirt_uri") or default_uri()
         self.embedded = self.uri.startswith("qemu:///embed")
         self.cluster_id = ""  # set by Cluster: goes into each domain's metadata and name
+        self.processes = DomainProcesses()
 
     ensure_golden = staticmethod(ensure_golden)
 
@@ -67,6 +117,7 @@ class LibvirtDriver(SupervisedDriver):
                         apt_cache=str(config.cache_dir() / "apt-cache"),
                         upstreams=apt_upstreams(), on_spawn=self._adopt)
         assert self.sup is not None
+        self.processes.watch(self.sup)
         by_image: dict[str, list[int]] = {}
         for i, plan in enumerate(plans):
             by_image.setdefault(plan.image, []).append(i)
@@ -80,6 +131,7 @@ class LibvirtDriver(SupervisedDriver):
             reply = launch(self.sup, specs, [identities[i] for i in indexes],
                            base=str(golden.disk), base_format="qcow2",
                            golden_save=str(golden.save), timeout=RESTORE_TIMEOUT)
+            self.processes.add(reply.get("pids", {}).values())
             if not reply.get("ok"):
                 errors = reply.get("errors") or [{"node": "?", "message": reply.get("error"),
                                                   "console": ""}]

@@ -193,8 +193,7 @@ class LibvirtSupervisor(Supervisor):
                            boot_timeout)
              for d, ident in zip(started, idents, strict=True)},
             lambda name: self.domains[name].console_tail())
-        if reply["ok"]:
-            reply["pids"] = self._pids()
+        reply["pids"] = self._pids()  # also after a failure: the owner keeps them
         return reply
 
     def op_snapshot(self, name: str, state_path: str) -> dict:  # type: ignore[override]

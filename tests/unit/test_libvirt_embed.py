@@ -1,5 +1,6 @@
-"""The embedded libvirt root's capabilities cache: copied in without the flag that makes
-libvirt probe CPU features one QMP command at a time, and kept when libvirt renewed it."""
+"""What the libvirt driver keeps around libvirt itself: the embedded root's capabilities
+cache (copied in without the flag that makes libvirt probe CPU features one QMP command
+at a time, kept when libvirt renewed it) and the daemonized QEMUs a dead supervisor left."""
 
 from __future__ import annotations
 
@@ -36,3 +37,34 @@ def test_keep_caps_keeps_a_renewed_cache_fitted_and_only_when_changed(tmp_path):
     assert keep_caps(str(root), str(cache))
     assert (cache / "new.xml").read_bytes() == fit_caps(CAPS)
     assert not keep_caps(str(root), str(cache))  # unchanged: nothing rewritten
+
+
+def test_qemus_do_not_outlive_a_dead_supervisor(tmp_path):
+    """QEMUs of a libvirt are daemonized; the owner kills the ones a dead supervisor left,
+    and never a process that merely got a recorded pid again."""
+    import subprocess
+    import sys
+    import time
+    from types import SimpleNamespace
+
+    from antrieb.vm.libvirt_driver import DomainProcesses
+    from antrieb.vm.supervisor_client import wait_gone
+
+    qemu = subprocess.Popen(["sleep", "60"])  # stands in for a QEMU libvirt started
+    other = subprocess.Popen(["sleep", "60"])
+    supervisor = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.3)"])
+    try:
+        procs = DomainProcesses()
+        procs.add([qemu.pid, other.pid])
+        procs._known[other.pid] -= 1  # as if the recorded process ended and the pid was reused
+        procs.watch(SimpleNamespace(proc=supervisor))
+        qemu.wait(timeout=10)  # killed once the supervisor ended
+        assert qemu.returncode == -9
+        time.sleep(0.2)
+        assert other.poll() is None
+        assert procs.kill_survivors() == []  # nothing left to kill, nothing killed twice
+        assert not wait_gone(other.pid, 0.1)
+    finally:
+        for p in (qemu, other, supervisor):
+            p.kill()
+            p.wait()

@@ -179,6 +179,18 @@ def test_teardown_leaves_nothing(cluster_factory, driver_variant, driver_env):
         assert not mine & set(libvirt_domains(driver_env["ANTRIEB_LIBVIRT_URI"]))
 
 
+@embedded_too
+def test_kill_9_of_the_supervisor_leaves_no_vm(cluster_factory):
+    """The supervisor itself killed (out of memory, say): the qemu driver's QEMUs die with
+    it (death signal); an embedded libvirt's are daemonized, and the owner kills them."""
+    cluster = cluster_factory(nodes=2)
+    pids = {s["pid"] for s in cluster.driver.stats().values()}
+    assert len(pids) == 2 and pids <= qemu_pids()
+    os.kill(cluster.driver.supervisor_pid(), signal.SIGKILL)
+    assert all(wait_gone(p, 5) for p in pids), f"{pids & qemu_pids()} outlived the supervisor"
+    cluster.down()
+
+
 def test_exception_and_interrupt_inside_with_tear_down(debian12):
     from antrieb import Cluster
 
