@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import time
 
@@ -23,6 +24,10 @@ def say(**fields: object) -> None:
 
 
 def main(rounds: int) -> int:
+    # The test interrupts us with SIGINT: make it a KeyboardInterrupt even if we inherited
+    # SIGINT ignored (as everything started in the background of a non-interactive shell
+    # does, a CI run for one), in which case Python installs no handler of its own.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     for _ in range(rounds):
         if os.environ.get("ANTRIEB_CHILD_WAIT"):  # started ahead of time: wait for "go"
             say(kind="ready")

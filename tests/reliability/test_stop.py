@@ -224,7 +224,10 @@ CLI_WINDOW = {"command_finished": 2.0 + APPLY_SLEEP}
 def test_ctrl_c_to_the_cli(debian12, model):
     rng = random.Random(SEED + 2)
     tally = Tally("cli")
-    cli = [str(Path(sys.executable).with_name("antrieb")), "run", "a file /srv/hello saying hi",
+    # env resets SIGINT to its default: inherited as ignored (a CI started in the
+    # background), Ctrl-C would never reach the CLI, which is then right to run on
+    cli = ["env", "--default-signal=INT", str(Path(sys.executable).with_name("antrieb")), "run",
+           "a file /srv/hello saying hi",
            "--nodes", "1", "--image", "debian-12", "--llm", "openai"]
     for i in range(rounds_of("cli")):
         phase, opener, offset = _plan(rng, i)
