@@ -40,6 +40,7 @@ from antrieb import config
 from antrieb.cluster import Cluster
 from antrieb.errors import CommandFailed
 from antrieb.vm.driver import get_driver
+from antrieb.vm.procfs import stat_fields
 
 
 def _children(pid: int) -> list[int]:
@@ -70,11 +71,8 @@ def descendants(pid: int | None = None) -> list[int]:
 
 def alive(pid: int) -> bool:
     """True if ``pid`` runs (a zombie counts as gone: it holds no resources but its pid)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    fields = stat_fields(pid)
+    return fields is not None and fields[0] != "Z"
 
 
 def namespace_holders(kind: str) -> dict[str, set[int]]:

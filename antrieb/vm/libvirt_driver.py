@@ -23,7 +23,6 @@ import socket
 import subprocess
 import threading
 from collections.abc import Iterable
-from pathlib import Path
 
 from antrieb import config
 from antrieb.errors import VMError
@@ -41,6 +40,7 @@ from antrieb.vm.libvirt_golden import (
     open_supervisor,
     require_libvirt,
 )
+from antrieb.vm.procfs import stat_fields
 from antrieb.vm.qemu_driver import RESTORE_TIMEOUT, apt_upstreams
 from antrieb.vm.spec import Identity
 from antrieb.vm.supervised import SupervisedDriver
@@ -49,10 +49,8 @@ from antrieb.vm.supervisor_client import SupervisorClient
 
 def _start_time(pid: int) -> int | None:
     """When the process started (clock ticks after boot): tells a reused pid apart."""
-    try:
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
-    except (OSError, ValueError, IndexError):
-        return None
+    fields = stat_fields(pid)
+    return int(fields[19]) if fields else None
 
 
 class DomainProcesses:

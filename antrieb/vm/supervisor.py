@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 from antrieb.vm import namespaces, netplan
 from antrieb.vm.agent_client import AgentClient
+from antrieb.vm.procfs import stat_fields
 from antrieb.vm.qemu import qemu_argv, qemu_binary
 from antrieb.vm.spec import Identity, VMSpec
 from antrieb.vm.sshprobe import SshProbes, wait_ssh_banner
@@ -281,10 +282,9 @@ class Supervisor:
                 for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
                     key, _, rest = line.partition(":")
                     rollup[key.strip()] = int(rest.split()[0]) * 1024
-            cpu_s = None
-            with contextlib.suppress(OSError, ValueError, IndexError):
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-                cpu_s = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            fields = stat_fields(pid)
+            cpu_s = ((int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+                     if fields else None)
             stats[name] = {"pid": pid, "alive": vm.proc.poll() is None, "memory": rollup,
                            "mem_mb": vm.spec.mem_mb, "cpu_s": cpu_s}
         return {"ok": True, "vms": stats}
