@@ -31,7 +31,7 @@ from antrieb.vm.qemu import kernel_append as qemu_kernel_append
 from antrieb.vm.spec import Identity
 from antrieb.vm.supervisor_client import SupervisorClient, runtime_mountpoint
 
-LIBVIRT_GOLDEN_VERSION = "3"  # 3: free guest memory zeroed before the save
+LIBVIRT_GOLDEN_VERSION = "4"  # 4: the sshd banner path warm in the saved page cache
 # q35 cold boots under TCG on a busy 2-core host took 30-75 s here: cut a hung boot late.
 BOOT_TIMEOUT = {"tcg": 150.0, "kvm": 45.0}
 INSTALL_HINT = ("pip install 'antrieb[libvirt]' (builds libvirt-python: needs apt packages "
