@@ -148,7 +148,7 @@ class LibvirtDriver(SupervisedDriver):
         self.prepare({image})
         golden = self.goldens[image]
         artefacts = vm_images.ensure(image)
-        spec = golden.spec("cold", netplan.node_mac(0), "tapcold", cluster="cold")
+        spec = golden.spec("cold", netplan.node_mac(0), "tapcold", cluster="cold", clone=False)
         ident = Identity(hostname="cold", ip=netplan.node_ip(0), prefix=netplan.PREFIX,
                          gateway=netplan.GATEWAY_IP, mac=netplan.node_mac(0),
                          hosts=f"127.0.0.1 localhost\n{netplan.node_ip(0)} cold\n")

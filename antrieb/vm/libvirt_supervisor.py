@@ -50,7 +50,7 @@ from antrieb.vm.libvirt_embed import (
     prepare_root,
     start_event_loop,
 )
-from antrieb.vm.libvirt_restore import PREPARE_SAVE, feed_save_image, unblock_feeder
+from antrieb.vm.libvirt_restore import feed_save_image, unblock_feeder
 from antrieb.vm.libvirt_xml import DomainSpec, domain_xml
 from antrieb.vm.spec import Identity
 from antrieb.vm.sshprobe import wait_ssh_banner
@@ -207,7 +207,6 @@ class LibvirtSupervisor(Supervisor):
         assert d.agent is not None
         host_key = d.agent.call("exec", cmd="cat /etc/ssh/ssh_host_ed25519_key.pub")["out"]
         d.agent.call("sync", timeout=60)
-        d.agent.call("exec", cmd=PREPARE_SAVE, timeout=300)
         t0 = time.monotonic()
         d.dom.save(state_path)
         self._forget([name])

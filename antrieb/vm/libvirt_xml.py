@@ -19,6 +19,7 @@ fed through a FIFO, so nothing is copied to disk.
 
 from __future__ import annotations
 
+import json
 import struct
 from dataclasses import dataclass
 
@@ -29,6 +30,7 @@ NET_OVERRIDES = "".join(
     for name in ("ctrl_vq", "ctrl_rx", "ctrl_rx_extra", "ctrl_vlan", "ctrl_mac_addr",
                  "ctrl_guest_offloads", "guest_announce", "mq"))
 QBOOT = "/usr/share/qemu/qboot.rom"
+RAM_BLOCK = "antrieb-ram"  # the memory backend's id: the RAM block's name in a stream
 SAVE_MAGIC = b"LibvirtQemudSave"
 SAVE_VERSION = 2
 # magic[16], version, data_len, was_running, format, cookieOffset, unused[14]
@@ -56,6 +58,10 @@ class DomainSpec:
     cluster: str = ""
     role: str = ""
     firmware: str | None = QBOOT
+    # Guest RAM in this file instead of anonymous memory: the golden's mapping is shared
+    # (the file holds its RAM when it is saved), a clone's private (copy-on-write).
+    ram_file: str = ""
+    ram_shared: bool = False
 
     def domain_name(self) -> str:
         # Prefixed, so that on a shared libvirtd the domains say whose they are.
@@ -140,6 +146,7 @@ def domain_xml(spec: DomainSpec) -> str:
     <memballoon model='none'/>
   </devices>
   <seclabel type='static' model='dac' relabel='no'><label>+0:+0</label></seclabel>
+  {_ram_file_args(spec)}
   <qemu:override>
     <qemu:device alias='ua-net0'>
       <qemu:frontend>{NET_OVERRIDES}</qemu:frontend>
@@ -147,6 +154,21 @@ def domain_xml(spec: DomainSpec) -> str:
   </qemu:override>
 </domain>
 """
+
+
+def _ram_file_args(spec: DomainSpec) -> str:
+    """libvirt 9 puts guest RAM in files only under its own memory_backing_dir, named
+    by the domain's ID: our own backend (appended -machine options override libvirt's;
+    libvirt's pc.ram backend stays unused and is never migrated)."""
+    if not spec.ram_file:
+        return ""
+    backend = json.dumps({"qom-type": "memory-backend-file", "id": RAM_BLOCK,
+                          "size": spec.mem_mb << 20, "mem-path": spec.ram_file,
+                          "share": spec.ram_shared})
+    args = ["-object", backend, "-machine", f"memory-backend={RAM_BLOCK}"]
+    return ("<qemu:commandline>"
+            + "".join(f"<qemu:arg value={_attr(a)}/>" for a in args)
+            + "</qemu:commandline>")
 
 
 def kernel_append(base: str) -> str:

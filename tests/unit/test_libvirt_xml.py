@@ -10,6 +10,7 @@ import pytest
 from antrieb.errors import MissingToolError
 from antrieb.vm.libvirt_xml import (
     NAMESPACE,
+    RAM_BLOCK,
     SAVE_HEADER,
     SAVE_MAGIC,
     DomainSpec,
@@ -87,6 +88,20 @@ def test_virtio_net_without_control_queue_like_the_qemu_driver():
     props = {p.get("name"): p.get("value") for p in device.iter(f"{qemu}property")}
     assert props["ctrl_vq"] == props["guest_announce"] == "false"
     assert all(p.get("type") == "bool" for p in device.iter(f"{qemu}property"))
+
+
+def test_ram_in_the_golden_file_shared_for_the_golden_private_for_clones():
+    import json
+
+    qemu = "{http://libvirt.org/schemas/domain/qemu/1.0}"
+    assert ET.fromstring(domain_xml(spec())).find(f"{qemu}commandline") is None
+    for shared in (True, False):
+        root = ET.fromstring(domain_xml(spec(ram_file="/g/it's \"ram\"", ram_shared=shared)))
+        args = [a.get("value") for a in root.iter(f"{qemu}arg")]
+        assert args[0] == "-object" and args[2:] == ["-machine", f"memory-backend={RAM_BLOCK}"]
+        backend = json.loads(args[1])
+        assert backend == {"qom-type": "memory-backend-file", "id": RAM_BLOCK,
+                           "size": 512 << 20, "mem-path": "/g/it's \"ram\"", "share": shared}
 
 
 def test_golden_and_clone_have_the_same_machine():

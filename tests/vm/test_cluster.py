@@ -60,6 +60,11 @@ def test_three_nodes_distinct_identity_and_ssh_by_name(cluster_factory):
         assert abs(int(clock) - time.time()) < 5, "clock not set on restore"
     assert len({r[4] for r in rows.values()}) == 3, "RNG state shared between clones"
     assert len({t["random"] for t in cluster.timings["nodes"].values()}) == 3
+    # guest RAM is the golden's, copy-on-write (both drivers): a clone's own memory is
+    # what it changed since its restore
+    for name, stat in cluster.driver.stats().items():
+        own = stat["memory"].get("Anonymous", 0) / (stat["mem_mb"] << 20)
+        assert own < 0.3, f"{name}: {own:.2f} of its RAM is its own"
     # every node reaches the next by name with the cluster key (what Ansible needs)
     for i, node in enumerate(cluster):
         peer = cluster.nodes[(i + 1) % 3]
