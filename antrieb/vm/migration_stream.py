@@ -27,7 +27,7 @@ FLAG_ZERO, FLAG_MEM_SIZE, FLAG_PAGE, FLAG_EOS, FLAG_CONTINUE = 0x02, 0x04, 0x08,
 FLAG_MASK = PAGE_SIZE - 1
 KNOWN_FLAGS = FLAG_ZERO | FLAG_MEM_SIZE | FLAG_PAGE | FLAG_EOS | FLAG_CONTINUE
 RAM_START = b"\x03ram\x00\x00\x00\x00\x00\x00\x00\x04"  # idstr, instance 0, version 4
-U64, U32 = struct.Struct(">Q"), struct.Struct(">I")
+U64 = struct.Struct(">Q")
 
 
 class StreamFormatError(ValueError):
@@ -44,13 +44,12 @@ class StripStats:
 
 class _Reader:
     def __init__(self, src: BinaryIO):
-        self.src, self.count = src, 0
+        self.src = src
 
     def read(self, n: int) -> bytes:
         data = self.src.read(n)
         if len(data) != n:
             raise StreamFormatError("the stream ends inside a ram record")
-        self.count += n
         return data
 
 
