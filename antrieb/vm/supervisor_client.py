@@ -53,6 +53,7 @@ class SupervisorClient:
         # then tears down in order, instead of killing the supervisor half-way.
         self.proc = subprocess.Popen(argv, pass_fds=(theirs.fileno(),), env=env,
                                      stdin=subprocess.DEVNULL, start_new_session=True)
+        self.pid: int = self.proc.pid  # known from here on: an owner may kill it starting
         theirs.close()
         if on_spawn is not None:
             on_spawn(self)
@@ -61,7 +62,6 @@ class SupervisorClient:
             self.kill()
             raise SupervisorError(f"supervisor did not start: {hello.get('error')}\n"
                                   f"{hello.get('trace', '')}")
-        self.pid: int = hello["pid"]
 
     def _recv(self, timeout: float | None) -> dict[str, Any]:
         msg, _fds = self._recv_fds(timeout)
