@@ -40,7 +40,7 @@ from antrieb.vm.libvirt_golden import (
     open_supervisor,
     require_libvirt,
 )
-from antrieb.vm.procfs import stat_fields
+from antrieb.vm.procfs import pids_in_namespace, stat_fields
 from antrieb.vm.qemu_driver import RESTORE_TIMEOUT, apt_upstreams
 from antrieb.vm.spec import Identity
 from antrieb.vm.supervised import SupervisedDriver
@@ -57,7 +57,9 @@ class DomainProcesses:
     """The QEMUs a local libvirt started for one cluster. libvirt daemonizes them: no
     process group of ours holds them and no death signal ties them to the supervisor. The
     supervisor takes them down when it stops or its owner dies; if it dies itself (killed,
-    out of memory), they are killed here, by the pids its launches reported."""
+    out of memory), they are killed here: by the pids its launches reported, and, for an
+    embedded libvirt, every process left in the cluster's network namespace (QEMUs of a
+    launch that had not reported yet)."""
 
     def __init__(self) -> None:
         self._known: dict[int, int] = {}  # pid -> start time
@@ -69,24 +71,49 @@ class DomainProcesses:
                 if pid and (start := _start_time(pid)) is not None:
                     self._known[pid] = start
 
-    def kill_survivors(self) -> list[int]:
+    def kill_survivors(self, netns: str = "") -> list[int]:
+        """Kill the reported QEMUs still running, and every process in ``netns``."""
         with self._lock:
             known, self._known = self._known, {}
+        pids = [pid for pid, start in known.items() if _start_time(pid) == start]
+        if netns:
+            pids += [pid for pid in pids_in_namespace("net", netns)
+                     if pid not in known and pid != os.getpid()]
         killed = []
-        for pid, start in known.items():
-            if _start_time(pid) == start:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(pid, signal.SIGKILL)
-                    killed.append(pid)
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
         return killed
 
     def watch(self, sup: SupervisorClient) -> None:
         """Kill the survivors the moment the supervisor process ends, however it ends."""
+        netns, holder = _cluster_netns(sup.proc.pid)
+
         def wait() -> None:
             sup.proc.wait()
-            self.kill_survivors()
+            try:
+                self.kill_survivors(netns)
+            finally:
+                if holder is not None:
+                    os.close(holder)
 
         threading.Thread(target=wait, daemon=True, name="libvirt-orphans").start()
+
+
+def _cluster_netns(pid: int) -> tuple[str, int | None]:
+    """The supervisor's network namespace (``net:[inode]``) and an fd that keeps it alive:
+    a freed namespace's inode number is soon given to a new one (another cluster's), which
+    must never be mistaken for this one. Never the owner's own namespace."""
+    try:
+        fd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return "", None
+    netns = os.readlink(f"/proc/self/fd/{fd}")
+    if netns == os.readlink("/proc/self/ns/net"):
+        os.close(fd)
+        return "", None
+    return netns, fd
 
 
 class LibvirtDriver(SupervisedDriver):

@@ -1,9 +1,10 @@
-"""A process's facts from ``/proc/PID/stat``, parsed in one place: the command name in
-parentheses may itself hold spaces and parentheses, so fields are counted after the last
-``)``."""
+"""Facts about processes from ``/proc``, read in one place. In ``/proc/PID/stat`` the
+command name in parentheses may itself hold spaces and parentheses, so fields are counted
+after the last ``)``."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 
@@ -14,3 +15,17 @@ def stat_fields(pid: int) -> list[str] | None:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
         return None
+
+
+def pids_in_namespace(kind: str, ns: str) -> list[int]:
+    """Every process whose ``/proc/PID/ns/<kind>`` link reads ``ns`` (e.g.
+    ``net:[4026532281]``)."""
+    pids = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                if os.readlink(f"/proc/{entry.name}/ns/{kind}") == ns:
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids

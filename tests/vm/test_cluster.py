@@ -196,6 +196,49 @@ def test_kill_9_of_the_supervisor_leaves_no_vm(cluster_factory):
     cluster.down()
 
 
+@embedded_too
+def test_kill_9_of_the_supervisor_during_launch_leaves_no_vm(debian12, driver_env,
+                                                             monkeypatch):
+    """Killed while its QEMUs were still coming up, before the launch reported their pids:
+    whatever is left in the cluster's network namespace goes."""
+    import threading
+
+    from antrieb import Cluster
+    from antrieb.vm.procfs import pids_in_namespace
+
+    for key, value in driver_env.items():
+        monkeypatch.setenv(key, value)
+    cluster = Cluster(nodes=2)
+    failed: list[BaseException] = []
+
+    def up() -> None:
+        try:
+            cluster.up()
+        except BaseException as exc:
+            failed.append(exc)
+
+    thread = threading.Thread(target=up)
+    thread.start()
+    found: set[int] = set()
+    deadline = time.monotonic() + 120
+    while not found and thread.is_alive() and time.monotonic() < deadline:
+        sup = cluster.driver.supervisor_pid()
+        if sup:
+            try:
+                netns = os.readlink(f"/proc/{sup}/ns/net")
+            except OSError:
+                netns = ""
+            if netns and netns != os.readlink("/proc/self/ns/net"):
+                found = set(pids_in_namespace("net", netns)) & qemu_pids()
+        time.sleep(0.005)
+    assert found, "no QEMU of the cluster seen while it came up"
+    os.kill(cluster.driver.supervisor_pid(), signal.SIGKILL)
+    thread.join(60)
+    assert failed, "the launch had already finished: nothing tested"
+    assert all(wait_gone(p, 5) for p in found), f"{found & qemu_pids()} outlived the supervisor"
+    cluster.down()
+
+
 def test_exception_and_interrupt_inside_with_tear_down(debian12):
     from antrieb import Cluster
 
