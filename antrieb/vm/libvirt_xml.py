@@ -23,12 +23,12 @@ import json
 import struct
 from dataclasses import dataclass
 
+from antrieb.vm.qemu import VIRTIO_NET_OFF
+
 NAMESPACE = "https://antrieb.dev/xmlns/libvirt/1"
 QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
-NET_OVERRIDES = "".join(
-    f"<qemu:property name='{name}' type='bool' value='false'/>"
-    for name in ("ctrl_vq", "ctrl_rx", "ctrl_rx_extra", "ctrl_vlan", "ctrl_mac_addr",
-                 "ctrl_guest_offloads", "guest_announce", "mq"))
+NET_OVERRIDES = "".join(f"<qemu:property name='{name}' type='bool' value='false'/>"
+                        for name in VIRTIO_NET_OFF)
 QBOOT = "/usr/share/qemu/qboot.rom"
 RAM_BLOCK = "antrieb-ram"  # the memory backend's id: the RAM block's name in a stream
 SAVE_MAGIC = b"LibvirtQemudSave"

@@ -42,17 +42,6 @@ class StripStats:
     bytes_out: int
 
 
-class _Reader:
-    def __init__(self, src: BinaryIO):
-        self.src = src
-
-    def read(self, n: int) -> bytes:
-        data = self.src.read(n)
-        if len(data) != n:
-            raise StreamFormatError("the stream ends inside a ram record")
-        return data
-
-
 def strip_ram_block(src: BinaryIO, dst: BinaryIO, block: str) -> StripStats:
     """Copy a migration stream from ``src`` (positioned at its start) to ``dst`` without
     the pages (data and zero pages) of RAM block ``block``; the block stays in the block
@@ -64,7 +53,13 @@ def strip_ram_block(src: BinaryIO, dst: BinaryIO, block: str) -> StripStats:
         raise StreamFormatError("no ram section at the start of the stream")
     section_id = head[start - 4:start]
     src.seek(base + start + len(RAM_START))
-    reader = _Reader(src)
+
+    def read(n: int) -> bytes:
+        data = src.read(n)
+        if len(data) != n:
+            raise StreamFormatError("the stream ends inside a ram record")
+        return data
+
     out: list[bytes] = [head[:start + len(RAM_START)]]
     written = len(out[0])
     name = block.encode()
@@ -82,7 +77,7 @@ def strip_ram_block(src: BinaryIO, dst: BinaryIO, block: str) -> StripStats:
     def records() -> None:
         nonlocal dropped, kept, current
         while True:
-            raw = reader.read(8)
+            raw = read(8)
             (word,) = U64.unpack(raw)
             flags = word & FLAG_MASK
             if flags & ~KNOWN_FLAGS:
@@ -94,19 +89,19 @@ def strip_ram_block(src: BinaryIO, dst: BinaryIO, block: str) -> StripStats:
                 emit(raw)
                 remaining = word & ~FLAG_MASK
                 while remaining > 0:
-                    idlen = reader.read(1)
-                    idstr = reader.read(idlen[0])
-                    used = reader.read(8)
+                    idlen = read(1)
+                    idstr = read(idlen[0])
+                    used = read(8)
                     emit(idlen + idstr + used)
                     remaining -= U64.unpack(used)[0]
                 continue
             if not flags & (FLAG_ZERO | FLAG_PAGE):
                 raise StreamFormatError(f"ram record without data, flags {flags:#x}")
             if not flags & FLAG_CONTINUE:
-                current = reader.read(reader.read(1)[0])
+                current = read(read(1)[0])
             elif not current:
                 raise StreamFormatError("a continued ram record with no block before it")
-            body = reader.read(1 if flags & FLAG_ZERO else PAGE_SIZE)
+            body = read(1 if flags & FLAG_ZERO else PAGE_SIZE)
             if current == name:
                 dropped += 1
                 continue
@@ -116,14 +111,14 @@ def strip_ram_block(src: BinaryIO, dst: BinaryIO, block: str) -> StripStats:
 
     records()  # the START section: the block list, then EOS
     while True:
-        kind = reader.read(1)
+        kind = read(1)
         if kind[0] == SECTION_FOOTER:
-            emit(kind + reader.read(4))
+            emit(kind + read(4))
             continue
         if kind[0] not in (SECTION_PART, SECTION_END):
             emit(kind)  # the first device section: the rest is copied as it is
             break
-        sid = reader.read(4)
+        sid = read(4)
         if sid != section_id:
             raise StreamFormatError("another iterative section inside the ram section")
         emit(kind + sid)
