@@ -87,11 +87,6 @@ def namespace_holders(kind: str) -> dict[str, set[int]]:
     return found
 
 
-def namespace_ids(kind: str) -> set[str]:
-    """Every ``kind`` ('net', 'mnt') namespace some process on the host is in."""
-    return set(namespace_holders(kind))
-
-
 def tree_bytes(path: Path) -> int:
     total = 0
     for root, _dirs, files in os.walk(path, onerror=lambda e: None):

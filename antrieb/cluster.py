@@ -37,8 +37,8 @@ from antrieb.errors import (
 )
 from antrieb.events import ClusterState, VMState
 from antrieb.ssh import ClusterKey, NodeSession, Result
-from antrieb.vm import netplan
 from antrieb.vm.driver import Driver, NodePlan, get_driver
+from antrieb.vm.net import plan as netplan
 from antrieb.vm.spec import Identity
 
 _HOSTNAME = re.compile(r"^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")

@@ -11,10 +11,11 @@ Example::
 
 from __future__ import annotations
 
-from antrieb.converge.converger import Budgets, Converger
+from antrieb.converge.converger import Converger
 from antrieb.converge.diagnose import choose_path, diagnose
 from antrieb.converge.models import (
     AnsibleArtifacts,
+    Budgets,
     Check,
     Expect,
     NodeDesign,

@@ -23,30 +23,22 @@ Example::
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 import traceback
 from collections.abc import Callable
 from typing import Any
 
-from pydantic import BaseModel, Field
-
 from antrieb import events
 from antrieb.converge import apply as applying
-from antrieb.converge.answers import DesignAnswer, Fix, SynthesisAnswer
+from antrieb.converge.answers import Fix
 from antrieb.converge.checks import run_checks
-from antrieb.converge.models import (
-    AnsibleArtifacts,
-    Check,
-    ShellArtifacts,
-    Task,
-    Topology,
-    constrained,
-)
-from antrieb.converge.record import RunRecorder, new_run_id
+from antrieb.converge.design import design, synthesize
+from antrieb.converge.models import ArtifactsT, Budgets, Check, Task, Topology, constrained
+from antrieb.converge.proof import idempotent
+from antrieb.converge.record import RunRecorder, experiment_meta, new_run_id
 from antrieb.converge.results import Iteration, RunResult, Status, tail
-from antrieb.converge.troubleshoot import diagnose_iteration, history, recover
+from antrieb.converge.troubleshoot import diagnose_iteration, recover
 from antrieb.errors import (
     AntriebError,
     LLMError,
@@ -55,27 +47,6 @@ from antrieb.errors import (
     ReplayMismatch,
 )
 from antrieb.llm import Message, Provider, RecordingProvider, ask, get_provider
-
-ArtifactsT = ShellArtifacts | AnsibleArtifacts
-
-
-class Budgets(BaseModel):
-    """Limits of one run; exhausting one ends it with ``budget_exhausted``."""
-
-    max_iterations: int = Field(default=8, ge=1, le=50)  # fresh clusters, proof included
-    max_wall_s: float = Field(default=3600.0, gt=0)
-    max_tokens: int = Field(default=400_000, ge=1)
-    troubleshoot_turns: int = Field(default=8, ge=1, le=50)
-    step_timeout_s: float = Field(default=900.0, gt=0)
-
-
-def experiment_meta() -> dict[str, Any]:
-    """``ANTRIEB_EXPERIMENT="<experiment_id>/<index>"`` (set by antrieb.notebook's
-    experiments for the papermill kernel) tags the run with its experiment entry."""
-    xid, _, index = os.environ.get("ANTRIEB_EXPERIMENT", "").partition("/")
-    if not xid or not index.isdigit():
-        return {}
-    return {"experiment_id": xid, "experiment_index": int(index)}
 
 
 class _Halted(Exception):
@@ -321,7 +292,7 @@ class Converger:
                                "result": self.result.model_dump(mode="json")})
 
     def _run(self) -> tuple[Status, str]:
-        artifacts = self._design()
+        artifacts = design(self)
         phase = "attempt"
         exhausted = f"iteration budget of {self.budgets.max_iterations} used up"
         while True:
@@ -336,26 +307,13 @@ class Converger:
                     return "converged", (f"the synthesized artifacts passed every check on a "
                                          f"fresh cluster, and again when re-applied "
                                          f"(iteration {it.number})")
-                artifacts, phase = self._synthesize(artifacts, it), "verify"
+                artifacts, phase = synthesize(self, artifacts, it), "verify"
                 continue
             if len(self.result.iterations) >= self.budgets.max_iterations:
                 diagnose_iteration(self, it)  # for the record; no iteration left to fix it
                 return "budget_exhausted", exhausted
             artifacts = recover(self, it, artifacts)
             phase = "attempt"
-
-    def _design(self) -> ArtifactsT:
-        task = self.task
-        if task.topology is not None and task.artifacts is not None and task.checks:
-            return task.artifacts
-        from antrieb.converge.prompts import design_messages
-
-        answer: DesignAnswer = self.ask(design_messages(task), DesignAnswer, "design")
-        self.topology = task.topology or answer.topology
-        self.checks = list(task.checks) or list(answer.checks)
-        self.result.design_notes = answer.notes
-        self._save()
-        return task.artifacts or answer.artifacts
 
     def _iterate(self, phase: str, artifacts: ArtifactsT) -> Iteration:
         assert self.topology is not None
@@ -377,26 +335,13 @@ class Converger:
                 self._apply_and_check(cluster, artifacts, it, rerun=True)
             it.timings.update(rerun_apply_s=apply_s, rerun_checks_s=checks_s,
                               rerun_install_s=install_s)
-            it.passed = self._idempotent(it, artifacts)
+            it.passed = idempotent(it, artifacts, len(self.checks))
         it.timings["iteration_s"] = time.monotonic() - t0
         events.emit(events.IterationFinished(
             run_id=self.run_id, iteration=it.number, phase=phase, passed=it.passed,
             timings={k: v for k, v in it.timings.items() if not k.startswith("_")}))
         self._save()
         return it
-
-    def _idempotent(self, it: Iteration, artifacts: ArtifactsT) -> bool:
-        ok = all(s.ok for s in it.rerun_steps) and all(c.passed for c in it.rerun_checks) \
-            and len(it.rerun_checks) == len(self.checks)
-        if ok and isinstance(artifacts, AnsibleArtifacts):
-            changed = sum(s.changed or 0 for s in it.rerun_steps)
-            if changed:
-                # shown to diagnosis as a failed step: Ansible's own idempotence verdict
-                step = it.rerun_steps[-1]
-                step.exit_status = 2
-                step.stderr += f"\nidempotence: the second run reported changed={changed}"
-                return False
-        return ok
 
     def _apply_and_check(self, cluster: Any, artifacts: ArtifactsT, it: Iteration,
                          rerun: bool = False) -> tuple[list, list, float, float, float]:
@@ -433,18 +378,5 @@ class Converger:
         self._save()
         self._checkpoint()
         return steps, checks, apply_s, checks_s, install_s
-
-    def _synthesize(self, artifacts: ArtifactsT, it: Iteration) -> ArtifactsT:
-        from antrieb.converge.prompts import synthesize_messages
-
-        assert self.topology is not None
-        answer: SynthesisAnswer = self.ask(
-            synthesize_messages(self.task, artifacts, self.topology, self.checks,
-                                history(self.result)), SynthesisAnswer, "synthesize", it)
-        self.result.synthesis_notes = answer.notes
-        events.emit(events.Synthesized(run_id=self.run_id, tool=answer.artifacts.tool,
-                                       artifacts=answer.artifacts.texts(), notes=answer.notes))
-        return answer.artifacts
-
 
 __all__ = ["Budgets", "Converger", "Fix", "default_cluster_factory"]

@@ -334,3 +334,16 @@ def check_references(topology: Topology, checks: list[Check],
     elif isinstance(artifacts, AnsibleArtifacts) and artifacts.control not in names:
         raise ValueError(f"the control node {artifacts.control!r} is not a node; nodes: "
                          f"{sorted(names)}")
+
+
+ArtifactsT = ShellArtifacts | AnsibleArtifacts
+
+
+class Budgets(BaseModel):
+    """Limits of one run; exhausting one ends it with ``budget_exhausted``."""
+
+    max_iterations: int = Field(default=8, ge=1, le=50)  # fresh clusters, proof included
+    max_wall_s: float = Field(default=3600.0, gt=0)
+    max_tokens: int = Field(default=400_000, ge=1)
+    troubleshoot_turns: int = Field(default=8, ge=1, le=50)
+    step_timeout_s: float = Field(default=900.0, gt=0)

@@ -137,3 +137,12 @@ def list_runs(root: Path | None = None) -> list[dict[str, Any]]:
             "replay_of": data.get("replay_of"),
         })
     return rows
+
+
+def experiment_meta() -> dict[str, Any]:
+    """``ANTRIEB_EXPERIMENT="<experiment_id>/<index>"`` (set by antrieb.notebook's
+    experiments for the papermill kernel) tags the run with its experiment entry."""
+    xid, _, index = os.environ.get("ANTRIEB_EXPERIMENT", "").partition("/")
+    if not xid or not index.isdigit():
+        return {}
+    return {"experiment_id": xid, "experiment_index": int(index)}

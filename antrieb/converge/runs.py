@@ -12,8 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from antrieb.converge.converger import Budgets, Converger
-from antrieb.converge.models import Task
+from antrieb.converge.converger import Converger
+from antrieb.converge.models import Budgets, Task
 from antrieb.converge.record import load_run
 from antrieb.converge.results import RunResult
 from antrieb.errors import TaskError

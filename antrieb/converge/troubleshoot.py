@@ -13,12 +13,13 @@ Example::
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from antrieb import events
 from antrieb.converge import prompts
 from antrieb.converge.answers import Fix, RetryAnswer, RunCommand, TroubleshootAnswer
 from antrieb.converge.diagnose import choose_path, diagnose
+from antrieb.converge.models import ArtifactsT
 from antrieb.converge.results import (
     Diagnosis,
     Iteration,
@@ -26,10 +27,8 @@ from antrieb.converge.results import (
     TroubleshootExchange,
     tail,
 )
+from antrieb.converge.session import Session
 from antrieb.llm import Message
-
-if TYPE_CHECKING:
-    from antrieb.converge.converger import ArtifactsT, Converger
 
 COMMAND_TIMEOUT_S = 60.0
 
@@ -40,7 +39,7 @@ def _evidence(it: Iteration) -> tuple[list, list]:
     return steps, checks
 
 
-def diagnose_iteration(conv: Converger, it: Iteration) -> Diagnosis:
+def diagnose_iteration(conv: Session, it: Iteration) -> Diagnosis:
     """Diagnose a failed iteration, record and announce it."""
     d = diagnose(*_evidence(it))
     it.diagnosis = d
@@ -51,7 +50,7 @@ def diagnose_iteration(conv: Converger, it: Iteration) -> Diagnosis:
     return d
 
 
-def recover(conv: Converger, it: Iteration, artifacts: ArtifactsT) -> ArtifactsT:
+def recover(conv: Session, it: Iteration, artifacts: ArtifactsT) -> ArtifactsT:
     """Diagnose ``it``, record the decision, and return the corrected artifacts."""
     steps, checks = _evidence(it)
     d = diagnose_iteration(conv, it)
@@ -81,7 +80,7 @@ def recover(conv: Converger, it: Iteration, artifacts: ArtifactsT) -> ArtifactsT
     return fixed
 
 
-def _finding(conv: Converger, it: Iteration) -> None:
+def _finding(conv: Session, it: Iteration) -> None:
     d = it.diagnosis
     if d is None:
         return
@@ -89,7 +88,7 @@ def _finding(conv: Converger, it: Iteration) -> None:
     conv.result.findings.append(f"iteration {it.number}: {d.failure_class}: {d.summary}{fix}")
 
 
-def _troubleshoot(conv: Converger, it: Iteration, artifacts: ArtifactsT,
+def _troubleshoot(conv: Session, it: Iteration, artifacts: ArtifactsT,
                   report: str) -> ArtifactsT:
     assert conv.topology is not None
     turns = conv.budgets.troubleshoot_turns
@@ -121,7 +120,7 @@ def _troubleshoot(conv: Converger, it: Iteration, artifacts: ArtifactsT,
     return retry.artifacts
 
 
-def _run_command(conv: Converger, it: Iteration, turn: int, ask: RunCommand
+def _run_command(conv: Session, it: Iteration, turn: int, ask: RunCommand
                  ) -> TroubleshootExchange:
     conv._checkpoint()
     cluster = conv._cluster
@@ -163,9 +162,9 @@ def history(result: RunResult) -> str:
     return "\n".join(lines)
 
 
-def retry_answer(conv: Converger, messages: list[Message], it: Iteration) -> RetryAnswer:
+def retry_answer(conv: Session, messages: list[Message], it: Iteration) -> RetryAnswer:
     return conv.ask(messages, RetryAnswer, "retry", it)
 
 
-def fix_answer(conv: Converger, messages: list[Message], it: Iteration) -> Any:
+def fix_answer(conv: Session, messages: list[Message], it: Iteration) -> Any:
     return conv.ask(messages, TroubleshootAnswer, "troubleshoot", it)

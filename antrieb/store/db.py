@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import sqlite3
 import threading
 import time
@@ -288,8 +287,3 @@ def connect(url: str | None = None, *, migrate: bool = True) -> Database:
             db.close()
             raise
     return db
-
-
-def sqlite_exists(url: str | None = None) -> bool:
-    url = url or default_url()
-    return not is_postgres(url) and url != "off" and os.path.exists(_sqlite_path(url))

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from antrieb import config
 from antrieb.errors import ConfigError
-from antrieb.vm.qemu import qemu_binary
+from antrieb.vm.qemu.argv import qemu_binary
 
 PROBE_MARKER = b"ANTRIEB-PROBE-OK"
 PROBE_TIMEOUT = 15.0

@@ -17,8 +17,8 @@ from antrieb import config
 from antrieb.errors import ConfigError
 from antrieb.vm.spec import Identity
 
-DRIVERS = {"qemu": "antrieb.vm.qemu_driver:QemuDriver",
-           "libvirt": "antrieb.vm.libvirt_driver:LibvirtDriver"}
+DRIVERS = {"qemu": "antrieb.vm.qemu.driver:QemuDriver",
+           "libvirt": "antrieb.vm.libvirt.driver:LibvirtDriver"}
 
 
 @dataclass(frozen=True)

@@ -29,3 +29,27 @@ def pids_in_namespace(kind: str, ns: str) -> list[int]:
             except OSError:
                 continue
     return pids
+
+
+def memory_rollup(pid: int | None) -> dict[str, int]:
+    """``/proc/PID/smaps_rollup`` in bytes per field (``Rss``, ``Private_Dirty``, ...);
+    empty if the process is gone or the file cannot be read."""
+    rollup: dict[str, int] = {}
+    if pid is None:
+        return rollup
+    try:
+        lines = Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]
+    except OSError:
+        return rollup
+    for line in lines:
+        key, _, rest = line.partition(":")
+        rollup[key.strip()] = int(rest.split()[0]) * 1024
+    return rollup
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a process, or None if it is gone."""
+    fields = stat_fields(pid)
+    if not fields:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

@@ -42,6 +42,18 @@ class SupervisedDriver:
             self.goldens[image] = self.ensure_golden(artefacts, accel=verdict,
                                                      mem_mb=self.mem_mb, cpus=self.cpus)
 
+    def _launched(self, reply: dict) -> dict[str, Any]:
+        """The nodes of a launch reply. A failed launch keeps each failed node's console
+        (for :meth:`console`) and raises :class:`VMError` for the first."""
+        if reply.get("ok"):
+            return reply["nodes"]
+        errors = reply.get("errors") or [{"node": "?", "message": reply.get("error"),
+                                          "console": ""}]
+        for err in errors:
+            self._consoles[err["node"]] = err.get("console", "")
+        first = errors[0]
+        raise VMError(first["node"], first["message"], console_tail=first.get("console", ""))
+
     def _adopt(self, sup: SupervisorClient) -> None:
         """Take the cluster's supervisor as soon as it exists, so kill() reaches it."""
         with self._sup_lock:

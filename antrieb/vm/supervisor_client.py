@@ -34,7 +34,7 @@ class SupervisorClient:
     def __init__(self, *, apt_cache: str = "", upstreams: dict[str, str] | None = None,
                  start_timeout: float = 30.0,
                  on_spawn: Callable[[SupervisorClient], None] | None = None,
-                 module: str = "antrieb.vm.supervisor"):
+                 module: str = "antrieb.vm.qemu.supervisor"):
         """``on_spawn(self)`` runs once the process exists, before it is ready: an owner
         that registers the client there can :meth:`kill` it during the start."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)

@@ -26,7 +26,7 @@ import pytest
 from antrieb.examples import load_example, names
 
 EXAMPLE_RUNS = [r for n in names() if (r := load_example(n).reference_run()) is not None]
-EXPERIMENT = Path(__file__).parent.parent / "unit" / "store_data" / "experiment.json"
+EXPERIMENT = Path(__file__).parent.parent / "unit" / "store" / "data" / "experiment.json"
 
 
 def pg_bin() -> Path:

@@ -153,7 +153,12 @@ def cmdline(pid: int) -> str:
 def is_cluster_process(pid: int) -> bool:
     """A supervisor or a QEMU of antrieb's (QEMU is exec'd through setpriv)."""
     cmd = cmdline(pid)
-    return "antrieb.vm.supervisor" in cmd or ("qemu-system" in cmd and "antrieb-" in cmd)
+    return is_supervisor(cmd) or ("qemu-system" in cmd and "antrieb-" in cmd)
+
+
+def is_supervisor(cmd: str) -> bool:
+    """A command line of either driver's supervisor (``python -m antrieb.vm.*.supervisor``)."""
+    return "antrieb.vm." in cmd and ".supervisor" in cmd
 
 
 def cluster_processes(root: int | None = None) -> list[int]:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from antrieb.converge import Budgets, Converger, Task
 from antrieb.llm import OpenAIProvider
-from antrieb.vm import netplan
+from antrieb.vm.net import plan as netplan
 
 from .harness import MODEL, ModelServer, completion, purpose_of
 

@@ -23,7 +23,14 @@ from pathlib import Path
 from antrieb import config
 from antrieb.bench_soak import alive, namespace_holders
 
-from .harness import ModelServer, cluster_processes, cmdline, is_cluster_process, run_state
+from .harness import (
+    ModelServer,
+    cluster_processes,
+    cmdline,
+    is_cluster_process,
+    is_supervisor,
+    run_state,
+)
 from .test_stop import PHASES, SEED, _child_env, _Lines
 
 KILLS = int(os.environ.get("ANTRIEB_KILL_ROUNDS", "20"))
@@ -87,7 +94,7 @@ def test_kill_9_of_the_owner_mid_run_leaves_nothing(debian12):
                     assert lines.until(lambda s, o=opener: f'"kind": "{o}"' in s), opener
                     time.sleep(rng.uniform(0, window))
                     pids = set(cluster_processes(proc.pid))
-                    sups = [p for p in pids if "antrieb.vm.supervisor" in cmdline(p)]
+                    sups = [p for p in pids if is_supervisor(cmdline(p))]
                     spaces = set()
                     for sup in sups:
                         for kind in ("net", "mnt"):

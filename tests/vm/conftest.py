@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from antrieb import Cluster, config
+from antrieb.bench_soak import namespace_holders
 
 REPORTS = config.REPO_ROOT / "test-reports"
 
@@ -172,23 +173,12 @@ def qemu_pids() -> set[int]:
     return pids
 
 
-def _namespaces(kind: str) -> set[str]:
-    found = set()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                found.add(str((entry / "ns" / kind).readlink()))
-            except OSError:
-                continue
-    return found
-
-
 def net_namespaces() -> set[str]:
-    return _namespaces("net")
+    return set(namespace_holders("net"))
 
 
 def mount_namespaces() -> set[str]:
-    return _namespaces("mnt")
+    return set(namespace_holders("mnt"))
 
 
 def libvirt_domains(uri: str) -> list[str]:

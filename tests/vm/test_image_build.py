@@ -16,9 +16,11 @@ from urllib.parse import urlsplit
 import pytest
 
 from antrieb.errors import MissingToolError
-from antrieb.vm import build, images
-from antrieb.vm.mirror import debian_upstreams
-from antrieb.vm.netplan import APT_PSEUDO_HOST, GATEWAY_IP, PROXY_PORT
+from antrieb.vm import images
+from antrieb.vm.images import builder as build
+from antrieb.vm.images import contents
+from antrieb.vm.net.mirror import debian_upstreams
+from antrieb.vm.net.plan import APT_PSEUDO_HOST, GATEWAY_IP, PROXY_PORT
 
 pytestmark = [pytest.mark.vm, pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -60,7 +62,7 @@ def test_initrd_has_probe_support_and_modules(art):
 
 def test_disk_contents(art):
     agent = debugfs(art.disk, "cat /usr/local/lib/antrieb/agent.py")
-    assert agent == build.AGENT.read_text()
+    assert agent == contents.AGENT.read_text()
     assert "antrieb-agent.service" in debugfs(
         art.disk, "ls /etc/systemd/system/multi-user.target.wants")
     sources = debugfs(art.disk, "cat /etc/apt/sources.list")
@@ -92,7 +94,7 @@ def test_ensure_reuses_the_cache(art):
 @pytest.mark.skipif(not shutil.which("qemu-system-x86_64"), reason="needs qemu-system-x86")
 def test_probe_boot_prints_marker(art, tmp_path):
     from antrieb.vm.accel import host_tsc_khz
-    from antrieb.vm.qemu import kernel_append
+    from antrieb.vm.qemu.argv import kernel_append
 
     # Same command line as real boots: without tsc_early_khz about one TCG boot in five
     # hangs calibrating the TSC against a PIT that microvm emulates poorly.

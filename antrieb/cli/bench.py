@@ -1,0 +1,63 @@
+"""``antrieb bench cluster`` and ``antrieb bench soak``: benchmarks that print figures."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from antrieb.cli.app import JsonOpt, bench_app, call, err, out, print_json
+
+
+@bench_app.command("cluster")
+def bench_cluster(nodes: Annotated[int, typer.Option(help="Cluster size (1-4).")] = 4,
+                  driver: Annotated[str, typer.Option(help="VM driver.")] = "qemu",
+                  image: Annotated[str, typer.Option(help="Image.")] = "debian-12",
+                  rounds: Annotated[int, typer.Option(help="Rounds; figures are medians.")]
+                  = 3, compare: Annotated[bool, typer.Option(
+                      "--compare", help="Run qemu and libvirt in one run, side by side.")]
+                  = False, as_json: JsonOpt = False) -> None:
+    """Cold boot vs. cluster from the golden snapshot, in one run.
+
+    Example: antrieb bench cluster --nodes 4 --json
+    (--compare: both drivers, plus libvirt_over_qemu)
+    """
+    from antrieb.bench import bench_cluster as run_bench
+    from antrieb.bench import bench_compare
+
+    if not 1 <= rounds <= 20:
+        err.print("[red]error:[/red] --rounds must be 1..20")
+        raise typer.Exit(2)
+    if compare:
+        figures = call(bench_compare, nodes=nodes, image=image, rounds=rounds)
+    else:
+        figures = call(run_bench, nodes=nodes, image=image, driver=driver, rounds=rounds)
+    if as_json:
+        print_json(figures)
+    else:
+        for key, value in figures.items():
+            out.print(f"{key:28} {value}")
+
+
+@bench_app.command("soak")
+def bench_soak(clusters: Annotated[int, typer.Option(help="Clusters up and down in a row.")]
+               = 100, nodes: Annotated[int, typer.Option(help="Nodes per cluster (1-4).")] = 2,
+               image: Annotated[str, typer.Option(help="Image.")] = "debian-12",
+               as_json: JsonOpt = False) -> None:
+    """Many clusters in a row; counts of processes, files, namespaces, disk before/after.
+
+    Example: antrieb bench soak --clusters 100 --json
+    """
+    from antrieb.bench_soak import bench_soak as run_soak
+
+    if not 10 <= clusters <= 10000:
+        err.print("[red]error:[/red] --clusters must be 10..10000 (first 10 vs last 10)")
+        raise typer.Exit(2)
+    figures = call(run_soak, clusters=clusters, nodes=nodes, image=image,
+                   progress=lambda i, s: err.print(f"[dim]cluster {i}: ready {s:.2f}s[/dim]"))
+    if as_json:
+        print_json(figures)
+    else:
+        for key, value in figures.items():
+            out.print(f"{key:20} {value}", markup=False)
+    raise typer.Exit(0 if figures["no_growth"] else 1)
