@@ -12,7 +12,7 @@ from antrieb.errors import (
     TooManyNodesError,
     UnknownImageError,
 )
-from antrieb.vm import netplan
+from antrieb.vm.net import plan as netplan
 
 
 class NoDriver:

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from antrieb.cli import app
 
-from .test_store import DATA, EXAMPLE_RUNS
+from ..store.test_store import DATA, EXAMPLE_RUNS
 
 runner = CliRunner()
 

@@ -17,9 +17,9 @@ from antrieb import store
 from antrieb.errors import TaskError, UnknownNameError
 from antrieb.examples import load_example, names
 
-from .converge.fakes import LoadBalancerWorld, host_assertions_pass
+from ..converge.fakes import LoadBalancerWorld, host_assertions_pass
 
-DATA = Path(__file__).parent / "store_data"
+DATA = Path(__file__).parent / "data"
 EXAMPLE_RUNS = [load_example(n).reference_run() for n in names()
                 if load_example(n).reference_run() is not None]
 
