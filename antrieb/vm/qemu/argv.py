@@ -7,19 +7,14 @@ can be mapped copy-on-write by every clone.
 
 from __future__ import annotations
 
-import shutil
-
-from antrieb.errors import MissingToolError
+from antrieb import hosttools
 from antrieb.vm.spec import VMSpec
 
 QEMU_BINARY = "qemu-system-x86_64"
 
 
 def qemu_binary() -> str:
-    path = shutil.which(QEMU_BINARY)
-    if not path:
-        raise MissingToolError(QEMU_BINARY, "apt-get install qemu-system-x86 qemu-utils")
-    return path
+    return hosttools.require(QEMU_BINARY)
 
 
 def tcg_cpu() -> str:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -24,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from antrieb import hosttools
 from antrieb.vm import supervisor
 from antrieb.vm.guest.client import AgentClient
 from antrieb.vm.guest.sshprobe import wait_ssh_banner
@@ -60,7 +60,7 @@ class QemuSupervisor(Supervisor):
         super().__init__(control, runtime)
         self.vms: dict[str, RunningVM] = {}
         self.qemu = qemu_binary()
-        self.setpriv = shutil.which("setpriv")
+        self.setpriv = hosttools.find("setpriv")
         # QEMU puts snapshot=on overlays in $TMPDIR: the private tmpfs, gone with us.
         self.qemu_env = {**os.environ, "TMPDIR": str(runtime)}
 
