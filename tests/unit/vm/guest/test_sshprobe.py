@@ -28,12 +28,19 @@ def fake_sshd():
                 conn, _ = server.accept()
             except OSError:
                 return
-            conn.sendall(BANNER)
+            # Kept before the banner goes out: once a client has read it, the test and
+            # the teardown below see this connection (appended after sendall, teardown
+            # could miss it and its ResourceWarning failed whichever test ran next).
             conns.append(conn)
+            conn.sendall(BANNER)
 
-    threading.Thread(target=serve, daemon=True).start()
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
     yield server.getsockname()[1], conns
+    server.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept(); close() alone may not
     server.close()
+    thread.join(timeout=5)
+    assert not thread.is_alive(), "the fake sshd's accept loop did not stop"
     for conn in conns:
         conn.close()
 
