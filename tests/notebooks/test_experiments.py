@@ -38,7 +38,6 @@ def test_grid_expansion() -> None:
         expand_grid(None, [])
 
 
-@pytest.mark.slow
 def test_experiment_runs_records_and_reruns(tmp_path: Path,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ANTRIEB_CACHE", str(tmp_path))
@@ -90,7 +89,6 @@ def test_cli_refuses_bad_input_before_running_anything(tmp_path: Path) -> None:
         (tmp_path / "experiments").iterdir())
 
 
-@pytest.mark.slow
 def test_cli_runs_a_grid_file_and_prints_json(tmp_path: Path) -> None:
     grid = tmp_path / "grid.yaml"
     grid.write_text("grid:\n  example: [haproxy-nginx]\n")
