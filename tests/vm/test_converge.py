@@ -1,8 +1,11 @@
 """Convergence on real VMs, offline (the model is each example's recording).
 
-Budget: each curated example converges live once per session (the results are shared
-by the assertions below); firewall's one live run is the replay of the real run that ships
-with it, which also proves that a recorded run replays to the same outcome; one stopped run.
+Budget: each curated example converges live at most once per session (the results are
+shared by the assertions below); CI (plain ./dev test) keeps one per recovery path,
+nginx-lb (retry) and haproxy-nginx (troubleshoot), and one stopped run. The others are
+the slow tier (./dev test --all): firewall's live run is the replay of the real run that
+ships with it (which also proves a recorded run replays to the same outcome),
+postgres-replica and ansible-control.
 """
 
 from __future__ import annotations
