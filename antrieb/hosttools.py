@@ -168,12 +168,14 @@ def missing(*scopes: Scope, optional: bool = False) -> list[HostTool]:
 
 def main(argv: list[str]) -> int:
     if argv[:1] == ["check"]:
-        gone = missing()
-        for t in gone:
-            print(f"MISSING {t.name} ({t.scope}): {t.hint}  -- {t.why}", file=sys.stderr)
-        found = len(TOOLS) - len(gone)
-        print(f"host tools: {found} of {len(TOOLS)} found, {len(gone)} required missing")
-        return 1 if gone else 0
+        absent = missing(optional=True)
+        for t in absent:
+            label = "optional, missing" if t.optional else "MISSING"
+            print(f"{label} {t.name} ({t.scope}): {t.hint}  -- {t.why}", file=sys.stderr)
+        required = [t for t in absent if not t.optional]
+        print(f"host tools: {len(TOOLS) - len(absent)} of {len(TOOLS)} found, "
+              f"{len(required)} required missing")
+        return 1 if required else 0
     for t in TOOLS.values():
         flags = ",".join(f for f, on in (("optional", t.optional), ("base", t.base)) if on)
         print("\t".join([t.name, " ".join(t.packages), t.scope, flags or "-", t.why]))
