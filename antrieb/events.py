@@ -208,6 +208,21 @@ class CheckFinished(Event):
     seconds: float = 0.0
 
 
+class ProofFinished(Event):
+    """The proof's gates on a verify iteration (see :class:`antrieb.converge.results.Proof`)."""
+
+    kind: Literal["proof_finished"] = "proof_finished"
+    run_id: str
+    iteration: int
+    passed: bool
+    fresh_server: bool
+    idempotent: bool | None
+    reboot: str  # passed | failed | not_run
+    reboot_s: dict[str, float] = Field(default_factory=dict)
+    residue: list[dict[str, str]] = Field(default_factory=list)  # node, kind, item, detail
+    strict: bool = False
+
+
 class FailureDiagnosed(Event):
     kind: Literal["failure_diagnosed"] = "failure_diagnosed"
     run_id: str
@@ -272,7 +287,8 @@ class RunFinished(Event):
 AnyEvent = Annotated[
     ImageBuildProgress | ImageBuilt | GoldenSnapshotReady | ClusterStateChanged
     | VMStateChanged | ClusterReady | CommandFinished | LLMExchange | LLMCallFinished
-    | RunStarted | IterationStarted | StepFinished | CheckFinished | FailureDiagnosed
+    | RunStarted | IterationStarted | StepFinished | CheckFinished | ProofFinished
+    | FailureDiagnosed
     | RecoveryChosen | TroubleshootTurn | Synthesized | IterationFinished | RunFinished,
     Field(discriminator="kind"),
 ]

@@ -64,6 +64,11 @@ RETRY_REASONS: dict[str, str] = {
                      "a rewrite from the code and the log fixes it",
     "permission": "a permission error names the path or action: a corrected script from the "
                   "code and the log fixes it",
+    "not_persistent": "a check that passed before every node rebooted fails after it: what "
+                      "the script applied at run time was never made persistent, and the "
+                      "check names it, so the code and this evidence are enough",
+    "residue": "the scripts left files, keys or packages behind that the result does not "
+               "need (strict task): the list names each, so a cleaner script comes from it",
     "unknown": "the failure matches no known pattern: the full code and logs go back for a "
                "corrected version",
 }

@@ -16,7 +16,8 @@ from antrieb.converge.models import Artifacts
 
 Status = Literal["converged", "failed", "stopped", "budget_exhausted"]
 FailureClass = Literal["missing_package", "missing_command", "config_syntax", "service_failed",
-                       "permission", "connectivity", "timeout", "check_mismatch", "unknown"]
+                       "permission", "connectivity", "timeout", "check_mismatch",
+                       "not_persistent", "residue", "unknown"]
 Path = Literal["retry", "troubleshoot"]
 TAIL = 3000
 
@@ -85,6 +86,44 @@ class TroubleshootExchange(BaseModel):
     seconds: float = 0.0
 
 
+class Residue(BaseModel):
+    """Something the scripts left on a node that the result does not need."""
+
+    node: str
+    kind: Literal["file", "private_key", "package"]
+    item: str  # a path, or a package name
+    detail: str = ""
+
+
+class Proof(BaseModel):
+    """Which of the proof's gates ran on the verify iteration, and how each ended.
+
+    - ``fresh_server``: the proof's cluster was in a freshly installed server's state
+      (empty apt lists, each node its own machine-id and SSH host key);
+    - ``idempotent``: the artifacts applied a second time changed nothing and every check
+      passed again (None: the first pass already failed);
+    - ``reboot``: every node rebooted for real and every check passed again
+      (``passed``/``failed``, or ``not_run`` when an earlier gate failed), with each
+      node's seconds from the reboot command to sshd answering in ``reboot_s``;
+    - ``residue``: what the scripts left behind (scratch files, private keys readable by
+      others, packages no script names); a finding, or a failure when ``strict``.
+    """
+
+    fresh_server: bool = False
+    idempotent: bool | None = None
+    reboot: Literal["passed", "failed", "not_run"] = "not_run"
+    reboot_s: dict[str, float] = Field(default_factory=dict)
+    residue: list[Residue] = Field(default_factory=list)
+    strict: bool = False
+
+    def gates(self) -> dict[str, Any]:
+        """The gates as plain values, for JSON surfaces (bench, MCP, store)."""
+        return {"fresh_server": self.fresh_server, "idempotent": self.idempotent,
+                "reboot": self.reboot,
+                "reboot_s": {k: round(v, 1) for k, v in self.reboot_s.items()},
+                "residue": [r.model_dump() for r in self.residue], "strict": self.strict}
+
+
 class Iteration(BaseModel):
     """One fresh cluster: an attempt, or the final proof of the synthesized artifacts."""
 
@@ -95,6 +134,8 @@ class Iteration(BaseModel):
     checks: list[CheckResult] = Field(default_factory=list)
     rerun_steps: list[StepResult] = Field(default_factory=list)  # idempotence pass
     rerun_checks: list[CheckResult] = Field(default_factory=list)
+    reboot_checks: list[CheckResult] = Field(default_factory=list)  # after the reboot gate
+    proof: Proof | None = None  # the verify iteration's gates
     passed: bool = False
     diagnosis: Diagnosis | None = None
     recovery: Recovery | None = None
@@ -125,6 +166,7 @@ class RunResult(BaseModel):
     reason: str
     iterations: list[Iteration] = Field(default_factory=list)
     final: Artifacts | None = None  # the synthesized, proven artifacts
+    proof: Proof | None = None  # the gates of the last proof (verify iteration) run
     design_notes: str = ""
     synthesis_notes: str = ""
     findings: list[str] = Field(default_factory=list)
@@ -170,6 +212,7 @@ class RunResult(BaseModel):
                  "failure_class": it.diagnosis.failure_class if it.diagnosis else None,
                  **{k: round(v, 3) for k, v in it.timings.items()}}
                 for it in self.iterations],
+            "proof": self.proof.gates() if self.proof else None,
             "tokens": self.cost.tokens,
             "llm_calls": self.cost.llm_calls,
             "vm_seconds": round(self.cost.vm_seconds, 1),

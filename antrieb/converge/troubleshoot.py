@@ -20,6 +20,7 @@ from antrieb.converge import prompts
 from antrieb.converge.answers import Fix, RetryAnswer, RunCommand, TroubleshootAnswer
 from antrieb.converge.diagnose import choose_path, diagnose
 from antrieb.converge.models import ArtifactsT
+from antrieb.converge.proof import diagnose_proof
 from antrieb.converge.results import (
     Diagnosis,
     Iteration,
@@ -35,13 +36,13 @@ COMMAND_TIMEOUT_S = 60.0
 
 def _evidence(it: Iteration) -> tuple[list, list]:
     steps = it.steps + it.rerun_steps
-    checks = it.rerun_checks if it.rerun_steps else it.checks
+    checks = it.reboot_checks or (it.rerun_checks if it.rerun_steps else it.checks)
     return steps, checks
 
 
 def diagnose_iteration(conv: Session, it: Iteration) -> Diagnosis:
     """Diagnose a failed iteration, record and announce it."""
-    d = diagnose(*_evidence(it))
+    d = diagnose_proof(it) or diagnose(*_evidence(it))
     it.diagnosis = d
     events.emit(events.FailureDiagnosed(run_id=conv.run_id, iteration=it.number,
                                         failure_class=d.failure_class, node=d.node,

@@ -300,8 +300,11 @@ class _Build:
                        "[Service]\nExecStart=\nExecStart=/usr/sbin/sshd -D -r $SSHD_OPTS\n")
         identities = "".join(f"    IdentityFile ~/.ssh/id_{k}\n"
                              for k in ("ed25519", "ecdsa", "rsa"))
+        # Host keys are checked as on any server: every node has its own, and the agent
+        # writes the cluster's known_hosts (each node's name and address with its key).
         self.write("etc/ssh/ssh_config.d/antrieb.conf",
-                   "Host *\n    StrictHostKeyChecking no\n    UserKnownHostsFile /dev/null\n"
+                   "Host *\n    GlobalKnownHostsFile /run/antrieb/known_hosts "
+                   "/etc/ssh/ssh_known_hosts\n    StrictHostKeyChecking yes\n"
                    "    LogLevel ERROR\n" + identities
                    + "    IdentityFile /run/antrieb/id_ed25519\n")
         (self.rootfs / "root/.ssh").mkdir(mode=0o700, exist_ok=True)

@@ -216,6 +216,14 @@ class LibvirtSupervisor(Supervisor):
                     pids[name] = pid
         return pids
 
+    def _agent(self, name: str) -> AgentClient:
+        agent = self.domains[name].agent
+        assert agent is not None
+        return agent
+
+    def _console(self, name: str) -> str:
+        return self.domains[name].console_tail()
+
     def op_agent(self, name: str, agent_op: str, timeout: float = 30.0, **args: Any) -> dict:
         agent = self.domains[name].agent
         assert agent is not None

@@ -74,7 +74,7 @@ def qemu_argv(spec: VMSpec, *, monitor_fd: int, agent_fd: int,
         "-M", "microvm,x-option-roms=off,rtc=on,isa-serial=on",
         *accel, *cpu,
         "-m", str(spec.mem_mb), "-smp", str(spec.cpus),
-        "-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
+        "-nodefaults", "-no-user-config", "-nographic",  # a guest reboot resets in place
         "-kernel", spec.kernel, "-initrd", spec.initrd, "-append", spec.append,
         "-drive", _drive(spec),
         "-device", "virtio-blk-device,drive=d0",

@@ -202,6 +202,12 @@ class QemuSupervisor(Supervisor):
         self._kill([name])
         return {"ok": True, "seconds": time.monotonic() - t0, "host_key": host_key.strip()}
 
+    def _agent(self, name: str) -> AgentClient:
+        return self.vms[name].agent
+
+    def _console(self, name: str) -> str:
+        return self.vms[name].console_tail()
+
     def op_agent(self, name: str, agent_op: str, timeout: float = 30.0, **args: Any) -> dict:
         return {"ok": True, "reply": self.vms[name].agent.call(agent_op, timeout=timeout, **args)}
 
