@@ -173,6 +173,22 @@ def run_detail() -> dict:
             FROM iterations WHERE {RUN} ORDER BY iteration""",
               options={"xField": "iteration", "stacking": "none"},
               fieldConfig={"defaults": {"unit": "s"}, "overrides": []}),
+        panel("Proof gates", "table", f"""
+            SELECT iteration, CASE WHEN fresh_server = 1 THEN 'yes' ELSE 'no' END
+                   AS fresh_server,
+                   CASE WHEN idempotent = 1 THEN 'passed' WHEN idempotent = 0 THEN 'FAILED'
+                        ELSE 'not run' END AS idempotent,
+                   reboot, ROUND(reboot_s::numeric, 1) AS reboot_s,
+                   (SELECT COUNT(*) FROM residue r WHERE r.run_id = i.run_id
+                      AND r.iteration = i.iteration) AS residue
+            FROM iterations i WHERE i.{RUN} AND phase = 'verify' ORDER BY iteration""",
+              description="Each proof on a fresh-server cluster: applied twice, rebooted, "
+                          "checks again; residue = what the scripts left behind."),
+        panel("Residue", "table", f"""
+            SELECT iteration, node, kind, item, detail
+            FROM residue WHERE {RUN} ORDER BY iteration, node, kind, item""",
+              description="Scratch files, private keys others may read, packages no "
+                          "script names: left on the proof's nodes."),
         panel("Why each path was chosen", "table", f"""
             SELECT d.iteration, f.failure_class, f.node, d.path, d.reason, i.explanation
             FROM recovery_decisions d
@@ -183,8 +199,8 @@ def run_detail() -> dict:
             SELECT iteration, failure_class, node, summary, evidence
             FROM failures WHERE {RUN} ORDER BY iteration, at""", w=24, h=7),
         panel("Check results", "table", f"""
-            SELECT iteration, name, node, CASE WHEN rerun = 1 THEN 'idempotence' ELSE 'first'
-                   END AS pass, CASE WHEN passed = 1 THEN 'pass' ELSE 'FAIL' END AS result,
+            SELECT iteration, name, node, CASE WHEN rerun = 1 THEN 'idempotence'
+                   WHEN after_reboot = 1 THEN 'after reboot' ELSE 'first' END AS pass, CASE WHEN passed = 1 THEN 'pass' ELSE 'FAIL' END AS result,
                    ROUND(seconds::numeric, 2) AS seconds, detail
             FROM checks WHERE {RUN} ORDER BY at""", w=24, h=9),
         panel("Steps", "table", f"""

@@ -57,6 +57,9 @@ def _progress(event: events.Event) -> None:
         err.print(f"  {escape(f'[{e.node}] $ {e.command}')} -> exit {e.exit_status}")
     elif isinstance(event, events.Synthesized):
         err.print(f"synthesized {', '.join(e.artifacts)}: {escape(e.notes[:200])}")
+    elif isinstance(event, events.ProofFinished):
+        err.print("  proof: " + escape(proof_line(e.fresh_server, e.idempotent, e.reboot,
+                                                  e.reboot_s, len(e.residue))))
     elif isinstance(event, events.IterationFinished):
         t = e.timings
         err.print(f"  iteration {e.iteration} {'passed' if e.passed else 'failed'} "
@@ -66,6 +69,19 @@ def _progress(event: events.Event) -> None:
         colour = "green" if e.status == "converged" else "red"
         err.print(f"[{colour}]{e.status}[/{colour}] after {e.iterations} iteration(s), "
                   f"{e.seconds:.1f}s: {escape(e.reason)}")
+
+
+def proof_line(fresh: bool, idempotent: bool | None, reboot: str,
+               reboot_s: dict[str, float], residue: int) -> str:
+    """The proof's gates in one line, e.g. ``fresh server, idempotent, reboot passed
+    (lb 31s, web1 30s), residue: none``."""
+    gates = ["fresh server" if fresh else "NOT a fresh server",
+             {True: "idempotent", False: "NOT idempotent", None: "idempotence not run"}
+             [idempotent]]
+    times = ", ".join(f"{n} {s:.0f}s" for n, s in sorted(reboot_s.items()))
+    gates.append(f"reboot {reboot.replace('_', ' ')}" + (f" ({times})" if times else ""))
+    gates.append(f"residue: {residue or 'none'}")
+    return ", ".join(gates)
 
 
 def _converge(fn, *args, **kwargs):
@@ -95,6 +111,12 @@ def _show_result(result: Any) -> None:
         for name, text in result.final.texts().items():
             out.print(f"[bold]--- {name} ---[/bold]")
             out.print(text, markup=False, highlight=False)
+    if result.proof is not None:
+        p = result.proof
+        out.print("proof: " + proof_line(p.fresh_server, p.idempotent, p.reboot, p.reboot_s,
+                                         len(p.residue)), markup=False)
+        for r in p.residue:
+            out.print(f"residue: {r.node}: {r.kind} {r.item} ({r.detail})", markup=False)
     for finding in result.findings:
         out.print(f"finding: {finding}", markup=False)
     if result.record_dir:

@@ -145,7 +145,7 @@ def _mark(ok: bool) -> str:
 
 def _steps_table(it: IterationView, rerun: bool) -> str:
     steps = [s for s in it.steps if s.rerun == rerun]
-    checks = [c for c in it.checks if c.rerun == rerun]
+    checks = [c for c in it.checks if c.rerun == rerun and not c.after_reboot]
     if not steps and not checks:
         return ""
     rows = []
@@ -265,7 +265,7 @@ def final(v: RunView) -> str:
     else:
         rerun = any(s.rerun for s in ver.steps)
         ok_first = all(s.ok for s in ver.steps if not s.rerun) and ver.checks and all(
-            c.passed for c in ver.checks if not c.rerun)
+            c.passed for c in ver.checks if not c.rerun and not c.after_reboot)
         idem = ("idempotent: the second run on the same cluster succeeded and every check "
                 "passed again" if ver.passed else "NOT proven: " +
                 ("the second run failed" if rerun else "the first run on a fresh cluster failed"))
@@ -273,12 +273,37 @@ def final(v: RunView) -> str:
         if changed:
             idem += f" (Ansible changed={sum(changed)} on the second run)"
         proof = (f'{_mark(bool(ok_first))} one pass on fresh cluster {_e(ver.cluster_id)}; '
-                 f'<span class="antrieb-idempotence">{_mark(bool(ver.passed))} {_e(idem)}</span>')
+                 f'<span class="antrieb-idempotence">{_mark(bool(ver.passed))} {_e(idem)}</span>'
+                 + proof_gates(ver.proof))
     body = "".join(f"<div><b>{_e(k)}</b><pre>{_e(t)}</pre></div>"
                    for k, t in v.synthesized.items())
     notes = f"<div><i>{_e(v.synthesis_notes)}</i></div>" if v.synthesis_notes else ""
     return (f'<div class="antrieb-final"><h4>Final synthesized script</h4><div>{proof}</div>'
             f"{notes}{body}</div>")
+
+
+def proof_gates(gates: dict | None) -> str:
+    """The proof's gates (fresh server, idempotence, reboot) and the residue list."""
+    if not gates:
+        return ""
+    reboot = gates.get("reboot", "not_run")
+    times = ", ".join(f"{n} {s:.0f}s" for n, s in sorted((gates.get("reboot_s") or {}).items()))
+    rows = [
+        (bool(gates.get("fresh_server")), "fresh server: empty apt lists, each node its own "
+                                          "machine-id and SSH host key"),
+        (reboot == "passed", "reboot: every node rebooted, every check passed again"
+         + (f" ({times})" if times else "") if reboot != "not_run" else "reboot: not run"),
+    ]
+    residue = gates.get("residue") or []
+    items = "".join(f"<li>{_e(r.get('node'))}: {_e(r.get('kind'))} <code>{_e(r.get('item'))}"
+                    f"</code> <span class='antrieb-muted'>{_e(r.get('detail'))}</span></li>"
+                    for r in residue)
+    left = (f"<div class='antrieb-residue'><b>Residue</b> ({len(residue)}"
+            f"{', fails the proof: strict task' if gates.get('strict') else ', a finding'})"
+            f"<ul>{items}</ul></div>" if residue else
+            "<div class='antrieb-residue'><b>Residue</b>: none left behind</div>")
+    return ("<div class='antrieb-proof'>" + "".join(
+        f"<div>{_mark(ok)} {_e(text)}</div>" for ok, text in rows) + left + "</div>")
 
 
 def timing_bars(v: RunView) -> str:

@@ -55,6 +55,7 @@ class CheckView:
     output_tail: str
     seconds: float
     rerun: bool
+    after_reboot: bool = False
 
 
 @dataclass
@@ -95,6 +96,7 @@ class IterationView:
     llm_calls: int = 0
     teardown_s: float | None = None
     finished_at: float | None = None
+    proof: dict[str, Any] | None = None  # the proof's gates (ProofFinished), verify only
 
 
 @dataclass
@@ -269,9 +271,17 @@ class RunState:
         it = self._iteration(e.iteration)
         if it is None:
             return False
-        rerun = e.check.startswith("rerun:")
-        it.checks.append(CheckView(e.check.removeprefix("rerun:"), e.node, e.passed, e.detail,
-                                   e.output_tail, e.seconds, rerun))
+        rerun, after_reboot = e.check.startswith("rerun:"), e.check.startswith("reboot:")
+        name = e.check.removeprefix("rerun:").removeprefix("reboot:")
+        it.checks.append(CheckView(name, e.node, e.passed, e.detail, e.output_tail, e.seconds,
+                                   rerun, after_reboot))
+        return True
+
+    def _on_proof_finished(self, e: events.ProofFinished) -> bool:
+        it = self._iteration(e.iteration)
+        if it is None:
+            return False
+        it.proof = e.model_dump(mode="json")
         return True
 
     def _on_iteration_finished(self, e: events.IterationFinished) -> bool:
