@@ -272,8 +272,9 @@ def build_server() -> MCPServer:
 
     @server.tool()
     def get_run(run_id: str) -> dict[str, Any]:
-        """One run: outcome, final script, iterations, failures, decisions with their
-        reasons, steps, checks, the troubleshoot transcript, LLM calls."""
+        """One run: outcome, final script, iterations (the proof's gates on the verify
+        ones: fresh_server, idempotent, reboot), failures, decisions with their reasons,
+        steps, checks, residue, the troubleshoot transcript, LLM calls."""
         from antrieb import store
 
         try:

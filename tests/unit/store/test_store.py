@@ -306,3 +306,6 @@ def test_the_proof_gates_and_residue_are_rows(fake_testinfra):
     after = db.dicts("SELECT COUNT(*) AS n FROM checks WHERE run_id = ? AND after_reboot = 1",
                      (result.run_id,))
     assert after == [{"n": len(example.task.checks)}]
+    detail = store.get_run(result.run_id)  # what MCP get_run returns
+    assert [r["item"] for r in detail["residue"]] == ["/tmp/lb.key", "vim", "/tmp/lb.key"]
+    assert [i["reboot"] for i in detail["iterations"] if i["phase"] == "verify"] == ["passed"]
