@@ -222,10 +222,11 @@ class RecoveryChosen(Event):
     kind: Literal["recovery_chosen"] = "recovery_chosen"
     run_id: str
     iteration: int
-    path: Literal["retry", "troubleshoot"]
+    path: Literal["retry", "troubleshoot", "rerun"]
     reason: str
     failure_class: str
     evidence: list[str] = Field(default_factory=list)
+    classified_by: Literal["rules", "model"] = "rules"
 
 
 class TroubleshootTurn(Event):

@@ -15,9 +15,12 @@ from pydantic import BaseModel, Field
 from antrieb.converge.models import Artifacts
 
 Status = Literal["converged", "failed", "stopped", "budget_exhausted"]
-FailureClass = Literal["missing_package", "missing_command", "config_syntax", "service_failed",
-                       "permission", "connectivity", "timeout", "check_mismatch", "unknown"]
-Path = Literal["retry", "troubleshoot"]
+FailureClass = Literal["missing_package", "missing_command", "config_syntax", "script_error",
+                       "service_failed", "permission", "connectivity", "timeout",
+                       "check_mismatch", "infrastructure", "egress_blocked", "unknown"]
+# rerun: the same code again on a fresh cluster, the model is not asked (infrastructure)
+Path = Literal["retry", "troubleshoot", "rerun"]
+ClassifiedBy = Literal["rules", "model"]
 TAIL = 3000
 
 
@@ -67,12 +70,18 @@ class Diagnosis(BaseModel):
     step: str | None = None  # the step or check where it showed
     summary: str = ""
     evidence: list[str] = Field(default_factory=list)
+    kind: Literal["step", "check", "none"] = "step"
+    decided_by: str = ""  # the evidence line that decided the class
+    why: str = ""  # what that line tells (from the rule, or the model)
+    classified_by: ClassifiedBy = "rules"
+    advice: str = ""  # told to the model with the failure (e.g. what is reachable)
 
 
 class Recovery(BaseModel):
     path: Path
     reason: str
     failure_class: FailureClass
+    classified_by: ClassifiedBy = "rules"
 
 
 class TroubleshootExchange(BaseModel):

@@ -61,9 +61,13 @@ def recover(conv: Converger, it: Iteration, artifacts: ArtifactsT) -> ArtifactsT
     it.recovery = rec
     events.emit(events.RecoveryChosen(run_id=conv.run_id, iteration=it.number, path=rec.path,
                                       reason=rec.reason, failure_class=rec.failure_class,
-                                      evidence=d.evidence))
+                                      evidence=d.evidence, classified_by=rec.classified_by))
     conv._save()
     assert conv.topology is not None
+    if rec.path == "rerun":  # the platform failed, not the code: same code, fresh cluster
+        conv._teardown(it)
+        _finding(conv, it)
+        return artifacts
     report = prompts.failure_report(d, steps, checks)
     if rec.path == "retry":
         conv._teardown(it)

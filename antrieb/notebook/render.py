@@ -30,7 +30,7 @@ CSS = """<style>
 .antrieb-badge.failed,.antrieb-badge.fail,.antrieb-badge.budget_exhausted{background:#cf222e}
 .antrieb-badge.running,.antrieb-badge.starting{background:#0969da}
 .antrieb-badge.stopped,.antrieb-badge.down{background:#6e7781}
-.antrieb-badge.retry{background:#9a6700}.antrieb-badge.troubleshoot{background:#8250df}
+.antrieb-badge.retry{background:#9a6700}.antrieb-badge.troubleshoot{background:#8250df}.antrieb-badge.rerun{background:#57606a}
 .antrieb-muted{color:#57606a}
 .antrieb-run table{border-collapse:collapse;margin:4px 0}
 .antrieb-run td,.antrieb-run th{border:1px solid #d0d7de;padding:2px 8px;

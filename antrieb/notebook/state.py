@@ -295,7 +295,7 @@ class RunState:
         if it is None:
             return False
         it.recovery = {"path": e.path, "reason": e.reason, "failure_class": e.failure_class,
-                       "evidence": list(e.evidence)}
+                       "evidence": list(e.evidence), "classified_by": e.classified_by}
         return True
 
     def _on_troubleshoot_turn(self, e: events.TroubleshootTurn) -> bool:

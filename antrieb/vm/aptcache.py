@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote, urljoin, urlsplit
 
+from antrieb.vm import aptfault
 from antrieb.vm.netplan import APT_PSEUDO_HOST
 
 if TYPE_CHECKING:
@@ -97,6 +98,11 @@ class ProxyHandler(BaseHTTPRequestHandler):
 
     def _dispatch(self, head: bool) -> None:
         start = time.monotonic()
+        fault = aptfault.take()  # ANTRIEB_APT_FAULT: a mirror failure on purpose, for tests
+        if fault is not None:
+            self._started = start
+            self._text(fault, f"antrieb apt proxy: injected fault {fault}\n", "FAULT")
+            return
         try:
             archive, rel = self._parse_target()
         except _Denied as exc:

@@ -58,7 +58,9 @@ def test_nginx_lb_converges_through_a_retry(fake_testinfra):
     assert first.diagnosis.failure_class == "config_syntax"
     assert any("[emerg]" in line for line in first.diagnosis.evidence)
     assert "retry with logs" not in first.recovery.reason  # the table's reason, verbatim
-    assert "configuration does not parse" in first.recovery.reason
+    # the reason is drawn from the evidence: class, step, node, the deciding line
+    assert first.recovery.reason.startswith("config_syntax in step script:lb on lb")
+    assert "/etc/nginx/conf.d/lb.conf:4" in first.recovery.reason
     # attempt 1 fails, attempt 2 passes, then the proof on a third fresh cluster
     assert [(it.phase, it.passed) for it in result.iterations] == [
         ("attempt", False), ("attempt", True), ("verify", True)]
