@@ -147,6 +147,7 @@ class LLMCallFinished(Event):
     ok: bool
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    tokens_measured: bool = True  # False: a hand-written recording, the zeros mean nothing
     seconds: float = 0.0
     error: str = ""  # a one-line summary; never holds the API key
 

@@ -73,8 +73,11 @@ def test_nginx_lb_converges_through_a_retry(fake_testinfra):
     assert {"run_started", "iteration_started", "step_finished", "check_finished",
             "failure_diagnosed", "recovery_chosen", "synthesized", "run_finished"} <= kinds
     figures = result.figures()
-    assert figures["converged"] and figures["iterations"] == 2
-    assert figures["paths"] == ["retry"] and figures["tokens"] > 0
+    assert figures["converged"] and figures["iterations"] == 3 \
+        and figures["attempts"] == 2  # the same count as RunFinished, the store and MCP
+    # a hand-written recording measured no usage: "not measured", never an invented number
+    assert figures["paths"] == ["retry"] and figures["tokens"] is None
+    assert figures["llm_calls"] == 3 and result.cost.unmeasured_calls == 3
     assert all("install_s" in row for row in figures["per_iteration"])
 
 
