@@ -19,6 +19,7 @@ from antrieb import events
 from antrieb.converge import prompts
 from antrieb.converge.answers import Fix, RetryAnswer, RunCommand, TroubleshootAnswer
 from antrieb.converge.diagnose import choose_path, diagnose
+from antrieb.converge.diagnosis.model import classify_unknown
 from antrieb.converge.results import (
     Diagnosis,
     Iteration,
@@ -40,9 +41,14 @@ def _evidence(it: Iteration) -> tuple[list, list]:
     return steps, checks
 
 
-def diagnose_iteration(conv: Converger, it: Iteration) -> Diagnosis:
-    """Diagnose a failed iteration, record and announce it."""
+def diagnose_iteration(conv: Converger, it: Iteration, *, ask_model: bool = False
+                       ) -> Diagnosis:
+    """Diagnose a failed iteration, record and announce it; with ``ask_model`` what the
+    rules leave ``unknown`` goes to the model once (:mod:`.diagnosis.model`)."""
     d = diagnose(*_evidence(it))
+    if ask_model:
+        d = classify_unknown(lambda m, schema, purpose: conv.ask(m, schema, purpose, it),
+                             d, *_evidence(it))
     it.diagnosis = d
     events.emit(events.FailureDiagnosed(run_id=conv.run_id, iteration=it.number,
                                         failure_class=d.failure_class, node=d.node,
@@ -54,7 +60,7 @@ def diagnose_iteration(conv: Converger, it: Iteration) -> Diagnosis:
 def recover(conv: Converger, it: Iteration, artifacts: ArtifactsT) -> ArtifactsT:
     """Diagnose ``it``, record the decision, and return the corrected artifacts."""
     steps, checks = _evidence(it)
-    d = diagnose_iteration(conv, it)
+    d = diagnose_iteration(conv, it, ask_model=True)
     previous = [i.recovery for i in conv.result.iterations if i.recovery is not None]
     live = conv._cluster is not None
     rec = choose_path(d, previous, troubleshoot_available=live)
