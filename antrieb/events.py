@@ -147,6 +147,7 @@ class LLMCallFinished(Event):
     ok: bool
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    tokens_measured: bool = True  # False: a hand-written recording, the zeros mean nothing
     seconds: float = 0.0
     error: str = ""  # a one-line summary; never holds the API key
 
@@ -237,10 +238,11 @@ class RecoveryChosen(Event):
     kind: Literal["recovery_chosen"] = "recovery_chosen"
     run_id: str
     iteration: int
-    path: Literal["retry", "troubleshoot"]
+    path: Literal["retry", "troubleshoot", "rerun"]
     reason: str
     failure_class: str
     evidence: list[str] = Field(default_factory=list)
+    classified_by: Literal["rules", "model"] = "rules"
 
 
 class TroubleshootTurn(Event):

@@ -59,6 +59,7 @@ def result_summary(result: Any) -> dict[str, Any]:
              "failure_class": it.diagnosis.failure_class if it.diagnosis else None,
              "diagnosis": it.diagnosis.summary if it.diagnosis else None,
              "path": it.recovery.path if it.recovery else None,
+             "classified_by": it.recovery.classified_by if it.recovery else None,
              "why": it.recovery.reason if it.recovery else None,
              "explanation": it.explanation or None,
              "troubleshoot": [{"node": t.node, "command": t.command, "why": t.why,
@@ -66,7 +67,7 @@ def result_summary(result: Any) -> dict[str, Any]:
             for it in result.iterations],
         "findings": result.findings,
         "figures": {k: v for k, v in result.figures().items()
-                    if k in ("total_s", "in_vm_s", "llm_s", "tokens", "llm_calls",
+                    if k in ("total_s", "in_vm_s", "llm_s", "tokens", "llm_calls", "iterations",
                              "vm_seconds", "paths")},
         "record_dir": result.record_dir,
     }

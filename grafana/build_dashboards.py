@@ -131,10 +131,11 @@ def overview() -> dict:
             WHERE $__unixEpochFilter(r.created) GROUP BY f.failure_class ORDER BY 2 DESC""",
               w=8, options={"xField": "failure_class", "orientation": "horizontal"}),
         panel("Why each path was chosen", "table", """
-            SELECT d.failure_class, d.path, d.reason, COUNT(*) AS times
+            SELECT d.failure_class, d.path, COALESCE(d.classified_by, 'rules') AS classified_by,
+                   COUNT(*) AS times, MAX(d.reason) AS example_reason
             FROM recovery_decisions d JOIN runs r ON r.run_id = d.run_id
             WHERE $__unixEpochFilter(r.created)
-            GROUP BY d.failure_class, d.path, d.reason ORDER BY times DESC""", w=8),
+            GROUP BY 1, 2, 3 ORDER BY times DESC""", w=8),
         link_run_ids(panel("Cost per run", "table", f"""
             SELECT run_id, task_name, model, llm_calls, prompt_tokens, completion_tokens,
                    ROUND(vm_seconds::numeric, 0) AS vm_seconds,
@@ -190,7 +191,8 @@ def run_detail() -> dict:
               description="Scratch files, private keys others may read, packages no "
                           "script names: left on the proof's nodes."),
         panel("Why each path was chosen", "table", f"""
-            SELECT d.iteration, f.failure_class, f.node, d.path, d.reason, i.explanation
+            SELECT d.iteration, f.failure_class, f.node, d.path, d.classified_by, d.reason,
+                   i.explanation
             FROM recovery_decisions d
             LEFT JOIN failures f ON f.run_id = d.run_id AND f.iteration = d.iteration
             LEFT JOIN iterations i ON i.run_id = d.run_id AND i.iteration = d.iteration

@@ -150,9 +150,8 @@ class Converger:
             self.store.event(event)
         if isinstance(event, events.LLMCallFinished):
             self._tokens += event.prompt_tokens + event.completion_tokens
-            self.result.cost.prompt_tokens += event.prompt_tokens
-            self.result.cost.completion_tokens += event.completion_tokens
-            self.result.cost.llm_calls += 1
+            self.result.cost.add_call(event.prompt_tokens, event.completion_tokens,
+                                      event.tokens_measured)
 
     def _save(self, state: str = "running") -> None:
         if self.recorder is not None:

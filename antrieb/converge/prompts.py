@@ -110,6 +110,8 @@ def failure_report(diagnosis: Diagnosis, steps: list[StepResult],
     """What went wrong, for the model: class, evidence, then the logs of what failed."""
     lines = [f"Failure class: {diagnosis.failure_class}", f"Summary: {diagnosis.summary}",
              "Evidence:", *[f"  {e}" for e in diagnosis.evidence], ""]
+    if diagnosis.advice:
+        lines[2:2] = [diagnosis.advice]
     for step in steps:
         state = "ok" if step.ok else ("TIMED OUT" if step.timed_out else
                                       f"FAILED (exit {step.exit_status})")

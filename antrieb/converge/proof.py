@@ -170,6 +170,10 @@ def prove(run: Session, cluster: Any, artifacts: ArtifactsT, it: Iteration,
         run._save()
 
 
+PERSIST_WHY = ("it passed before every node rebooted, so what the script applied at run time "
+               "was never made persistent")
+
+
 def diagnose_proof(it: Iteration) -> Diagnosis | None:
     """The failure of a gate the checks alone do not show: a check that no longer
     passes after the reboot (``not_persistent``), or, for a strict task, residue."""
@@ -186,18 +190,24 @@ def diagnose_proof(it: Iteration) -> Diagnosis | None:
             if now.stdout or now.stderr:
                 evidence.append(tail((now.stdout + "\n" + now.stderr).strip(), 300))
             return Diagnosis(failure_class="not_persistent", node=now.node, step=now.name,
+                             kind="check", decided_by=evidence[1], why=PERSIST_WHY,
                              summary=f"check {now.name!r} on {now.node} passed before every "
                                      f"node rebooted and fails after: {now.detail}",
                              evidence=evidence)
         failed = [c for c in it.reboot_checks if not c.passed]
         first = failed[0] if failed else None
         return Diagnosis(failure_class="not_persistent", node=first.node if first else None,
-                         step=first.name if first else None,
+                         step=first.name if first else None, kind="check",
+                         decided_by=f"after the reboot: {first.detail}" if first else "",
+                         why="the checks passed before every node rebooted",
                          summary="the checks did not pass again after every node rebooted",
                          evidence=[f"after the reboot: {c.name!r} on {c.node}: {c.detail}"
                                    for c in failed[:5]] or ["no check ran after the reboot"])
     if gates.strict and gates.residue and it.proof and gates.idempotent:
-        return Diagnosis(failure_class="residue", node=gates.residue[0].node,
+        first = gates.residue[0]
+        return Diagnosis(failure_class="residue", node=first.node, kind="none",
+                         decided_by=f"{first.node}: {first.kind} {first.item}",
+                         why="the task is strict: what the scripts leave behind fails the proof",
                          summary=f"the scripts left {len(gates.residue)} thing(s) behind that "
                                  "the result does not need (strict task)",
                          evidence=[f"{r.node}: {r.kind} {r.item}: {r.detail}"

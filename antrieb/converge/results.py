@@ -15,10 +15,13 @@ from pydantic import BaseModel, Field
 from antrieb.converge.models import Artifacts
 
 Status = Literal["converged", "failed", "stopped", "budget_exhausted"]
-FailureClass = Literal["missing_package", "missing_command", "config_syntax", "service_failed",
-                       "permission", "connectivity", "timeout", "check_mismatch",
-                       "not_persistent", "residue", "unknown"]
-Path = Literal["retry", "troubleshoot"]
+FailureClass = Literal["missing_package", "missing_command", "config_syntax", "script_error",
+                       "service_failed", "permission", "connectivity", "timeout",
+                       "check_mismatch", "infrastructure", "egress_blocked", "not_persistent",
+                       "residue", "unknown"]
+# rerun: the same code again on a fresh cluster, the model is not asked (infrastructure)
+Path = Literal["retry", "troubleshoot", "rerun"]
+ClassifiedBy = Literal["rules", "model"]
 TAIL = 3000
 
 
@@ -68,12 +71,18 @@ class Diagnosis(BaseModel):
     step: str | None = None  # the step or check where it showed
     summary: str = ""
     evidence: list[str] = Field(default_factory=list)
+    kind: Literal["step", "check", "none"] = "step"
+    decided_by: str = ""  # the evidence line that decided the class
+    why: str = ""  # what that line tells (from the rule, or the model)
+    classified_by: ClassifiedBy = "rules"
+    advice: str = ""  # told to the model with the failure (e.g. what is reachable)
 
 
 class Recovery(BaseModel):
     path: Path
     reason: str
     failure_class: FailureClass
+    classified_by: ClassifiedBy = "rules"
 
 
 class TroubleshootExchange(BaseModel):
@@ -149,14 +158,28 @@ class Iteration(BaseModel):
 
 
 class Cost(BaseModel):
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
+    prompt_tokens: int | None = 0  # None: no call's usage was measured
+    completion_tokens: int | None = 0
     llm_calls: int = 0
+    unmeasured_calls: int = 0  # calls whose usage nobody measured (hand-written recordings)
     vm_seconds: float = 0.0  # sum over clusters of nodes x seconds up
 
     @property
-    def tokens(self) -> int:
+    def tokens(self) -> int | None:
+        """Tokens of the measured calls; None ("not measured") when no call was."""
+        if self.prompt_tokens is None or self.completion_tokens is None:
+            return None
         return self.prompt_tokens + self.completion_tokens
+
+    def add_call(self, prompt: int, completion: int, measured: bool = True) -> None:
+        self.llm_calls += 1
+        if not measured:
+            self.unmeasured_calls += 1
+            if self.unmeasured_calls == self.llm_calls:  # none measured so far
+                self.prompt_tokens = self.completion_tokens = None
+            return
+        self.prompt_tokens = (self.prompt_tokens or 0) + prompt
+        self.completion_tokens = (self.completion_tokens or 0) + completion
 
 
 class RunResult(BaseModel):
@@ -197,7 +220,9 @@ class RunResult(BaseModel):
             "status": self.status,
             "reason": self.reason,
             "converged": self.converged,
-            "iterations": len(self.attempts()),
+            # fresh clusters, the proof included: what the store, MCP and RunFinished count
+            "iterations": len(self.iterations),
+            "attempts": len(self.attempts()),
             "paths": self.paths(),
             "reasons": [it.recovery.reason for it in self.iterations if it.recovery],
             "total_s": round(total, 2),

@@ -30,7 +30,7 @@ CSS = """<style>
 .antrieb-badge.failed,.antrieb-badge.fail,.antrieb-badge.budget_exhausted{background:#cf222e}
 .antrieb-badge.running,.antrieb-badge.starting{background:#0969da}
 .antrieb-badge.stopped,.antrieb-badge.down{background:#6e7781}
-.antrieb-badge.retry{background:#9a6700}.antrieb-badge.troubleshoot{background:#8250df}
+.antrieb-badge.retry{background:#9a6700}.antrieb-badge.troubleshoot{background:#8250df}.antrieb-badge.rerun{background:#57606a}
 .antrieb-muted{color:#57606a}
 .antrieb-run table{border-collapse:collapse;margin:4px 0}
 .antrieb-run td,.antrieb-run th{border:1px solid #d0d7de;padding:2px 8px;
@@ -81,6 +81,18 @@ def _e(text: object) -> str:
     return escape(str(text), quote=True)
 
 
+def _model(provider: str, model: str) -> str:
+    if model == "hand-authored":  # the curated examples' recordings are not a model
+        return f"{_e(provider)}: hand-written recording"
+    return f"{_e(provider)}:{_e(model)}"
+
+
+def _tokens(tokens: int | None) -> str:
+    """A hand-written recording measured nothing: say so rather than show a number."""
+    return "tokens not measured (hand-written recording)" if tokens is None \
+        else f"{tokens:,} tokens"
+
+
 def _badge(text: str, cls: str | None = None) -> str:
     return f'<span class="antrieb-badge {_e(cls or text)}">{_e(text)}</span>'
 
@@ -100,10 +112,10 @@ def header(v: RunView, now: float | None = None) -> str:
         _badge(v.status),
         f'<span class="antrieb-iter">{_e(iteration)}</span>',
         f'<span>elapsed {v.elapsed(now):.1f}s</span>',
-        f'<span>cost: {v.tokens:,} tokens in {v.llm_calls} LLM call'
+        f'<span>cost: {_tokens(v.tokens)} in {v.llm_calls} LLM call'
         f'{"s" if v.llm_calls != 1 else ""}'
         + (f' ({v.llm_failures} re-asked)' if v.llm_failures else "") + '</span>',
-        f'<span class="antrieb-muted">model {_e(v.provider)}:{_e(v.model)} · '
+        f'<span class="antrieb-muted">model {_model(v.provider, v.model)} · '
         f'{_e(v.tool)}</span>',
     ]
     if v.run_id:

@@ -58,7 +58,8 @@ def runs(url: str | None = None, *, status: str | None = None, limit: int | None
             db.close()
     joined = paths.groupby("run_id")["path"].agg(",".join) if len(paths) else {}
     df["paths"] = [joined.get(r, "") if len(paths) else "" for r in df["run_id"]]
-    df["tokens"] = df["prompt_tokens"].fillna(0) + df["completion_tokens"].fillna(0)
+    # NaN where no usage was measured (hand-written recordings), not an invented 0
+    df["tokens"] = df["prompt_tokens"] + df["completion_tokens"].fillna(0)
     df["created_at"] = pd.to_datetime(df["created"], unit="s", utc=True)
     return df
 

@@ -160,7 +160,7 @@ CREATE TABLE recovery_decisions (
   run_id TEXT NOT NULL,
   iteration INTEGER,
   at DOUBLE PRECISION,
-  path TEXT,                   -- retry | troubleshoot
+  path TEXT,                   -- retry | troubleshoot | rerun
   failure_class TEXT,
   reason TEXT,
   evidence TEXT
@@ -266,7 +266,10 @@ MIGRATIONS: list[Migration] = [
                _EXPERIMENT_RUNS, *_INDEXES]),
     Migration(2, "experiment_points.mode: whether a grid point ran live, showed a recorded "
                  "run, or both", ["ALTER TABLE experiment_points ADD COLUMN mode TEXT"]),
-    Migration(3, "the proof's gates per verify iteration (fresh server, idempotent, reboot) "
+    Migration(3, "recovery_decisions.classified_by: whether a rule or the model classified "
+                 "the failure (path may now also be rerun: infrastructure failures)",
+              ["ALTER TABLE recovery_decisions ADD COLUMN classified_by TEXT"]),
+    Migration(4, "the proof's gates per verify iteration (fresh server, idempotent, reboot) "
                  "and what the scripts left behind (residue)",
               ["ALTER TABLE iterations ADD COLUMN fresh_server INTEGER",
                "ALTER TABLE iterations ADD COLUMN idempotent INTEGER",

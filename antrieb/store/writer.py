@@ -196,9 +196,12 @@ class RunWriter:
                   evidence=ev.get("evidence") or [])
 
     def _on_recovery_chosen(self, ev: dict[str, Any], eid: str) -> None:
+        # classified_by (schema 3) only when the event has it: runs recorded before it
+        # existed still go into a store that does not have the column yet
+        extra = {"classified_by": ev["classified_by"]} if ev.get("classified_by") else {}
         self._put("recovery_decisions", ev, eid, path=ev.get("path"),
                   failure_class=ev.get("failure_class"), reason=ev.get("reason"),
-                  evidence=ev.get("evidence") or [])
+                  evidence=ev.get("evidence") or [], **extra)
 
     def _on_llm_call_finished(self, ev: dict[str, Any], eid: str) -> None:
         # model, tokens, latency: no prompt, no answer, no error text (it is free text)

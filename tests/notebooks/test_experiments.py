@@ -51,7 +51,7 @@ def test_experiment_runs_records_and_reruns(tmp_path: Path,
     recorded = json.loads((Path(__file__).resolve().parents[2] / "antrieb" / "examples" /
                            "nginx-lb" / "run" / "run.json").read_text())["run_id"]
     assert ok["mode"] == "recorded" and ok["run_ids"] == [recorded]
-    assert ok["converged"] and ok["iterations"] == 2 and ok["paths"] == ["retry"]
+    assert ok["converged"] and ok["iterations"] == 3 and ok["paths"] == ["retry"]
     assert Path(ok["output"]).is_file()
     xid = ok["experiment_id"]
     record = load_experiment(xid)

@@ -85,7 +85,7 @@ async def test_run_example_result_progress_and_store(world):
         assert [it["path"] for it in out["iterations"]] == ["retry", None, None]
         assert out["iterations"][0]["failure_class"] == "config_syntax"
         assert "reload-or-restart" in out["final"]["lb"]
-        assert out["figures"]["tokens"] > 0
+        assert out["figures"]["tokens"] is None  # a hand-written recording: not measured
         listed = (await c.call_tool("list_runs", {})).structured_content["result"]
         assert listed[0]["run_id"] == out["run_id"] and not listed[0]["in_progress_here"]
         run = (await c.call_tool("get_run", {"run_id": out["run_id"]})).structured_content

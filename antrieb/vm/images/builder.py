@@ -2,7 +2,7 @@
 
 1. ``mmdebstrap`` makes the root filesystem through a loopback :class:`AptProxy`, so
    every package lands in the shared apt cache and the image's sources.list names
-   only :data:`~antrieb.vm.netplan.APT_PSEUDO_HOST`. A customize hook downloads the
+   only :data:`~antrieb.vm.net.plan.APT_PSEUDO_HOST`. A customize hook downloads the
    suite's cloud kernel inside the chroot (its apt lists are the suite's).
 2. The kernel package is unpacked into the rootfs (modules stay available in the VM)
    and its vmlinuz copied out; ``depmod`` indexes the modules.

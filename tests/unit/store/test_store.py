@@ -78,7 +78,8 @@ def test_runs_dataframe():
     assert list(df["created"]) == sorted(df["created"], reverse=True)
     assert set(df["status"]) == {"converged"}
     row = df[df.task_name == "haproxy-nginx"].iloc[0]
-    assert row.iterations == 3 and row.paths == "troubleshoot" and row.tokens > 0
+    # the example's model is a hand-written recording: its usage was never measured
+    assert row.iterations == 3 and row.paths == "troubleshoot" and row.tokens != row.tokens
     assert {"run_id", "reason", "total_s", "in_vm_s", "created_at"} <= set(df.columns)
     assert len(antrieb.runs(status="failed")) == 0
 
