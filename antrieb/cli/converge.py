@@ -14,6 +14,7 @@ Example::
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -148,6 +149,30 @@ def examples_run(name: str, as_json: JsonOpt = False) -> None:
     example = call(load_example, name)
     result = _converge(lambda: example.converger().run())
     _report(result, as_json)
+
+
+@examples_app.command("record")
+def examples_record(name: str) -> None:
+    """Run an example live (recorded model, real VMs) and, if it converges, make that run
+    the example's shipped record (its run/ folder). Example: antrieb examples record firewall
+    """
+    import shutil
+
+    from antrieb.examples import load_example
+
+    example = call(load_example, name)
+    result = _converge(lambda: example.converger().run())
+    _show_result(result)
+    if result.status != "converged" or not result.record_dir:
+        err.print(f"[red]not recorded[/red]: the run ended {result.status}")
+        _exit_for(result.status)
+        raise typer.Exit(1)
+    target = Path(example.folder) / "run"
+    shutil.rmtree(target, ignore_errors=True)
+    target.mkdir()
+    for part in ("run.json", "events.jsonl", "llm.jsonl"):
+        shutil.copy2(f"{result.record_dir}/{part}", target / part)
+    out.print(f"recorded: {target}")
 
 
 @app.command("run")
