@@ -5,10 +5,6 @@ from __future__ import annotations
 
 import pytest
 
-from .conftest import ALL_DRIVERS
-
-each_driver = pytest.mark.parametrize("driver_variant", ALL_DRIVERS, indirect=True)
-
 
 @pytest.mark.vm
 @pytest.mark.parametrize("driver_variant", ["qemu", "libvirt-embed"], indirect=True)
@@ -49,7 +45,7 @@ def test_apt_lists_are_empty_as_on_a_fresh_install(cluster_factory):
 
 
 @pytest.mark.vm
-@each_driver
+@pytest.mark.parametrize("driver_variant", ["qemu", "libvirt-embed"], indirect=True)
 def test_a_reboot_boots_the_node_again_from_its_own_disk(cluster_factory):
     cluster = cluster_factory(nodes=2)
     before = cluster.run_all("cat /proc/sys/kernel/random/boot_id; cat /etc/machine-id; "
