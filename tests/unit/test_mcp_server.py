@@ -64,7 +64,7 @@ def world_slow(tmp_path, monkeypatch):
 def client():
     from mcp.client.client import Client
 
-    from antrieb.mcp_server import build_server
+    from antrieb.mcp.server import build_server
 
     return Client(build_server())
 
@@ -95,8 +95,9 @@ async def test_run_example_result_progress_and_store(world):
     assert len(messages) >= 10  # steps, checks, decisions... as they happen
 
 
-async def test_stop_run_and_cancel_stop_the_cluster(world_slow):
+async def test_stop_run_and_cancel_stop_the_cluster(world_slow, monkeypatch):
     world = world_slow
+    monkeypatch.setenv("ANTRIEB_MCP_MAX_RUNS", "1")
     async with client() as c:
         # stop_run from a second call while the first one runs
         got: dict = {}
@@ -112,6 +113,7 @@ async def test_stop_run_and_cancel_stop_the_cluster(world_slow):
             assert len(live) == 1
             second = await c.call_tool("run_example", {"name": "firewall"})
             assert second.is_error and "in progress" in second.content[0].text
+            assert "ANTRIEB_MCP_MAX_RUNS=1" in second.content[0].text
             stopped = await c.call_tool("stop_run", {"run_id": live[0]["run_id"]})
             assert stopped.structured_content["stopping"]
         out = got["r"].structured_content
