@@ -227,3 +227,31 @@ async def test_deploy_user_code_reports_findings(tmp_path, monkeypatch, chat):
     assert len(out["findings"]) == 1 and "nginx was not installed" in out["findings"][0]
     assert out["final"]["web"].startswith("apt-get install -y nginx")
     _no_canary_in_the_store()
+
+
+async def test_two_runs_at_once_each_with_only_its_own_events(world):
+    seen: dict[str, list[str]] = {"a": [], "b": []}
+    results: dict = {}
+
+    async with client() as c:
+        async def run(key: str) -> None:
+            async def progress(done, total, message):
+                seen[key].append(message)
+
+            results[key] = await c.call_tool("run_example", {"name": "nginx-lb"},
+                                             progress_callback=progress)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(run, "a")
+            tg.start_soon(run, "b")
+    ids = {}
+    for key in ("a", "b"):
+        assert not results[key].is_error, results[key].content
+        out = results[key].structured_content
+        assert out["status"] == "converged"
+        ids[key] = out["run_id"]
+    assert ids["a"] != ids["b"]
+    for key, other in (("a", "b"), ("b", "a")):
+        assert ids[key] in seen[key][0] and seen[key][-1].startswith("[run] converged")
+        assert not any(ids[other] in m for m in seen[key])
+        assert seen[key].count(seen[key][-1]) == 1  # one run_finished: its own
