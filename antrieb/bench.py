@@ -29,7 +29,10 @@ def _cluster_round(nodes: int, image: str, driver: str | None, memory: int) -> d
         "ready": ready,
         "teardown": teardown,
         "clone_ready": [cluster.timings["nodes"][p.name]["ssh"] for p in cluster.plans],
-        "mem": {name: s["memory"].get("Anonymous", 0) / (s["mem_mb"] * 2**20)
+        # None where /proc/<pid>/smaps_rollup could not be read (the supervisor leaves the
+        # figures empty then): an unread figure is not 0.0, the best possible ratio
+        "mem": {name: (s["memory"]["Anonymous"] / (s["mem_mb"] * 2**20)
+                       if "Anonymous" in (s.get("memory") or {}) else None)
                 for name, s in stats.items()},
         "accel": cluster.driver.accel,
         "accel_reason": cluster.driver.accel_reason,
@@ -82,6 +85,16 @@ def bench_compare(nodes: int = 4, image: str = "debian-12", memory: int = 512,
     return result
 
 
+def _mem_ratio(mem: dict[str, float | None]) -> dict[str, Any]:
+    """``private_mem_ratio`` (the largest clone's), or None with the reason it is missing."""
+    unread = sorted(name for name, ratio in mem.items() if ratio is None)
+    if not mem or unread:
+        why = (f"/proc/<pid>/smaps_rollup could not be read for {', '.join(unread)}"
+               if unread else "the driver reported no memory figures")
+        return {"private_mem_ratio": None, "private_mem_ratio_reason": why}
+    return {"private_mem_ratio": round(max(v for v in mem.values() if v is not None), 4)}
+
+
 def _summary(colds: list[float], runs: list[dict[str, Any]], *, nodes: int, image: str,
              memory: int, rounds: int) -> dict[str, Any]:
     middle = sorted(runs, key=lambda r: r["ready"])[len(runs) // 2]
@@ -102,7 +115,7 @@ def _summary(colds: list[float], runs: list[dict[str, Any]], *, nodes: int, imag
         "cluster_ready_s": round(ready, 3),
         "ratio_ready_vs_cold": round(ready / cold, 4),
         "teardown_s": round(statistics.median(r["teardown"] for r in runs), 3),
-        "private_mem_ratio": (round(max(middle["mem"].values()), 4) if middle["mem"] else None),
+        **_mem_ratio(middle["mem"]),
         "per_round": {
             "cold_boot_s": [round(c, 3) for c in colds],
             "cluster_ready_s": [round(r["ready"], 3) for r in runs],

@@ -17,7 +17,6 @@ with it (see :mod:`antrieb.vm.supervisor`).
 from __future__ import annotations
 
 import contextlib
-import re
 import secrets
 import threading
 import time
@@ -25,86 +24,18 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
-
-from antrieb import config, events
+from antrieb import events
 from antrieb.errors import (
     AntriebError,
     ConfigError,
-    InvalidNameError,
     StateError,
-    TooManyNodesError,
 )
 from antrieb.events import ClusterState, VMState
+from antrieb.nodespec import NodeSpec, as_specs
 from antrieb.ssh import ClusterKey, NodeSession, Result
 from antrieb.vm.driver import Driver, NodePlan, get_driver
 from antrieb.vm.net import plan as netplan
 from antrieb.vm.spec import Identity
-
-_HOSTNAME = re.compile(r"^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$")
-RESERVED_NAMES = {"localhost", "gateway", "golden"}
-
-
-class NodeSpec(BaseModel):
-    """One node of a cluster: its name, its role and its image."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    name: str
-    role: str = "node"
-    image: str = "debian-12"
-
-    @field_validator("name")
-    @classmethod
-    def _valid_hostname(cls, name: str) -> str:
-        if not _HOSTNAME.match(name) or name in RESERVED_NAMES:
-            raise InvalidNameError(
-                f"invalid node name {name!r}: use a lowercase hostname label (a-z, 0-9, '-', "
-                f"starting with a letter, at most 63 characters), not one of "
-                f"{sorted(RESERVED_NAMES)}")
-        return name
-
-
-def _spec(**fields: Any) -> NodeSpec:
-    """A NodeSpec, with pydantic's validation error turned into ours."""
-    try:
-        return NodeSpec(**fields)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        message = str(first["msg"]).removeprefix("Value error, ")
-        if tuple(first["loc"]) == ("name",):
-            raise InvalidNameError(message) from None
-        raise ConfigError(f"bad node spec {fields!r}: {message}") from None
-
-
-def _as_specs(nodes: int | Sequence[NodeSpec | dict | str], image: str) -> list[NodeSpec]:
-    if isinstance(nodes, bool) or not isinstance(nodes, int | list | tuple):
-        raise ConfigError(f"nodes must be a count or a list of node specs, not {nodes!r}")
-    if isinstance(nodes, int):
-        if nodes < 1:
-            raise ConfigError(f"a cluster needs at least one node, {nodes} were asked for")
-        if nodes > config.MAX_NODES:
-            raise TooManyNodesError(nodes, config.MAX_NODES)
-        return [_spec(name=f"node{i + 1}", image=image) for i in range(nodes)]
-    if not nodes:
-        raise ConfigError("a cluster needs at least one node, an empty list was given")
-    if len(nodes) > config.MAX_NODES:
-        raise TooManyNodesError(len(nodes), config.MAX_NODES)
-    specs = []
-    for item in nodes:
-        if isinstance(item, NodeSpec):
-            specs.append(item)
-        elif isinstance(item, str):
-            specs.append(_spec(name=item, image=image))
-        elif isinstance(item, dict):
-            specs.append(_spec(**{"image": image, **item}))
-        else:
-            raise ConfigError(f"bad node spec {item!r}: give a name, a dict or a NodeSpec")
-    names = [s.name for s in specs]
-    dupes = sorted({n for n in names if names.count(n) > 1})
-    if dupes:
-        raise InvalidNameError(f"node names must be distinct: {', '.join(dupes)} repeated")
-    return specs
 
 
 class Node:
@@ -169,7 +100,7 @@ class Cluster:
         from antrieb.vm import saved
         from antrieb.vm.images import get_recipe
 
-        self.specs = _as_specs(nodes, image)
+        self.specs = as_specs(nodes, image)
         for spec in self.specs:  # UnknownImageError before anything starts
             saved.exists(spec.image) or get_recipe(spec.image)
         self.keep = keep  # published for `antrieb cluster list|exec|down` (antrieb.kept)
@@ -237,16 +168,30 @@ class Cluster:
         prepared = time.monotonic()
         self._key = ClusterKey()
         hosts = self.hosts_file()
+        # Each node its own host key and machine-id, as freshly installed servers have;
+        # known_hosts lets nodes (and our sessions) check them. A node saved by a user
+        # (save_node) keeps its apt lists: its state is the point of saving it.
+        from antrieb.vm import saved
+
+        host_keys = {p.name: ClusterKey(comment=f"root@{p.name}") for p in self.plans}
+        known_hosts = "".join(
+            f"{p.name},{p.ip} {' '.join(host_keys[p.name].public_openssh.split()[:2])}\n"
+            for p in self.plans)
         identities = [
             Identity(hostname=p.name, ip=p.ip, prefix=netplan.PREFIX,
                      gateway=netplan.GATEWAY_IP, mac=p.mac, hosts=hosts,
-                     ssh_public=self._key.public_openssh, ssh_private=self._key.private_openssh)
+                     ssh_public=self._key.public_openssh, ssh_private=self._key.private_openssh,
+                     machine_id=secrets.token_hex(16),
+                     host_key_private=host_keys[p.name].private_openssh,
+                     host_key_public=host_keys[p.name].public_openssh,
+                     known_hosts=known_hosts, fresh_apt=not saved.exists(p.image))
             for p in self.plans
         ]
+        self.machine_ids = {i.hostname: i.machine_id for i in identities}
         self.nodes = []
         for plan in self.plans:
             session = NodeSession(plan.name, self._connector(plan.ip), self._key,
-                                  host_key=self._host_key(plan.image))
+                                  host_key=host_keys[plan.name].public_openssh)
             node = Node(self, plan, session)
             self.nodes.append(node)
             self._set_vm_state(node, VMState.RESTORING)
@@ -270,10 +215,6 @@ class Cluster:
 
     def _connector(self, ip: str):
         return lambda: self.driver.connect(ip, 22)
-
-    def _host_key(self, image: str) -> str | None:
-        getter = getattr(self.driver, "host_key", None)
-        return getter(image) if getter else None
 
     def down(self) -> None:
         """Stop every node and free everything. Idempotent; from another thread while
@@ -333,6 +274,37 @@ class Cluster:
                     self._set_state(ClusterState.DOWN)
         else:
             self.down()
+
+    def reboot(self, timeout: float | None = None) -> dict[str, float]:
+        """Reboot every node for real, as an administrator would (``systemctl reboot``):
+        the guest shuts down and its kernel boots again from the node's own disk, which
+        keeps the node's name and address. Returns each node's seconds from the reboot
+        command to sshd answering again. Under TCG that is a cold boot (15-30 s)."""
+        self._require(ClusterState.READY, "reboot")
+        from antrieb.vm.golden import reboot_timeout
+
+        timeout = timeout or reboot_timeout(self.driver.accel)
+        with ThreadPoolExecutor(len(self.nodes)) as pool:
+            before = dict(zip([n.name for n in self.nodes],
+                              pool.map(lambda n: self.driver.boot_id(n.name), self.nodes),
+                              strict=True))
+        t0 = time.monotonic()
+
+        def ask(node: Node) -> None:
+            # the connection may drop before an answer comes: that is the reboot
+            with contextlib.suppress(AntriebError):
+                node._session.run("systemctl reboot", timeout=30)
+            node._session.drop()
+            self._set_vm_state(node, VMState.BOOTING, "rebooting")
+
+        with ThreadPoolExecutor(len(self.nodes)) as pool:
+            list(pool.map(ask, self.nodes))
+        asked = time.monotonic() - t0
+        done = self.driver.await_boot({n.name: (n.ip, before[n.name]) for n in self.nodes},
+                                      timeout)
+        for node in self.nodes:
+            self._set_vm_state(node, VMState.RUNNING, "rebooted")
+        return {name: asked + timings["ssh_s"] for name, timings in done.items()}
 
     # -- nodes --------------------------------------------------------------------
 

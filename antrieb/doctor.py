@@ -8,19 +8,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from antrieb import config
-
-TOOLS = {
-    # program: Debian package that provides it
-    "qemu-system-x86_64": "qemu-system-x86",
-    "qemu-img": "qemu-utils",
-    "mmdebstrap": "mmdebstrap",
-    "mkfs.ext4": "e2fsprogs",
-    "busybox": "busybox-static",
-    "cpio": "cpio",
-    "ip": "iproute2",
-    "setpriv": "util-linux",
-}
+from antrieb import config, hosttools
 
 
 def _version(argv: list[str]) -> str | None:
@@ -62,25 +50,36 @@ def _accel() -> dict[str, str]:
 
 
 def report() -> dict[str, Any]:
-    missing = {tool: pkg for tool, pkg in TOOLS.items() if not shutil.which(tool)}
+    # What antrieb runs needs; the test suite's and ./dev's own tools are reported apart.
+    gone = hosttools.missing("engine", "libvirt")
+    missing = {t.name: " ".join(t.packages) for t in gone}
+    for_tests = {t.name: " ".join(t.packages) for t in hosttools.missing("setup", "tests")}
+    optional = {t.name: " ".join(t.packages) for t in hosttools.missing(optional=True)
+                if t.optional}
     cache = config.cache_dir()
     usage = shutil.disk_usage(cache)
     root = os.geteuid() == 0
     hints = []
     if missing:
-        hints.append("apt-get install " + " ".join(sorted(set(missing.values()))))
+        hints.append("apt-get install " + " ".join(sorted({p for t in gone for p in t.packages})))
+    if for_tests:
+        hints.append("for ./dev test: ./dev setup (installs "
+                     + " ".join(sorted(set(for_tests.values()))) + ")")
     if not root and not _userns_allowed():
         hints.append("enable user namespaces: sysctl kernel.unprivileged_userns_clone=1")
     if not root:
         hints.append("image builds need root (mmdebstrap root mode)")
     return {
         "accel": _accel(),
-        "qemu": _version(["qemu-system-x86_64", "--version"]),
-        "mmdebstrap": _version(["mmdebstrap", "--version"]),
+        "qemu": _version([hosttools.find("qemu-system-x86_64") or "qemu-system-x86_64",
+                          "--version"]),
+        "mmdebstrap": _version([hosttools.find("mmdebstrap") or "mmdebstrap", "--version"]),
         "privileges": {"root": root, "user_namespaces": _userns_allowed()},
         "cache_dir": str(cache),
         "free_disk_gb": round(usage.free / 2**30, 1),
         "missing": missing,
+        "missing_for_tests": for_tests,
+        "missing_optional": optional,
         "hints": hints,
         "ok": not missing and (root or _userns_allowed()),
     }

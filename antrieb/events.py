@@ -147,6 +147,7 @@ class LLMCallFinished(Event):
     ok: bool
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    tokens_measured: bool = True  # False: a hand-written recording, the zeros mean nothing
     seconds: float = 0.0
     error: str = ""  # a one-line summary; never holds the API key
 
@@ -208,6 +209,21 @@ class CheckFinished(Event):
     seconds: float = 0.0
 
 
+class ProofFinished(Event):
+    """The proof's gates on a verify iteration (see :class:`antrieb.converge.results.Proof`)."""
+
+    kind: Literal["proof_finished"] = "proof_finished"
+    run_id: str
+    iteration: int
+    passed: bool
+    fresh_server: bool
+    idempotent: bool | None
+    reboot: str  # passed | failed | not_run
+    reboot_s: dict[str, float] = Field(default_factory=dict)
+    residue: list[dict[str, str]] = Field(default_factory=list)  # node, kind, item, detail
+    strict: bool = False
+
+
 class FailureDiagnosed(Event):
     kind: Literal["failure_diagnosed"] = "failure_diagnosed"
     run_id: str
@@ -222,10 +238,11 @@ class RecoveryChosen(Event):
     kind: Literal["recovery_chosen"] = "recovery_chosen"
     run_id: str
     iteration: int
-    path: Literal["retry", "troubleshoot"]
+    path: Literal["retry", "troubleshoot", "rerun"]
     reason: str
     failure_class: str
     evidence: list[str] = Field(default_factory=list)
+    classified_by: Literal["rules", "model"] = "rules"
 
 
 class TroubleshootTurn(Event):
@@ -272,7 +289,8 @@ class RunFinished(Event):
 AnyEvent = Annotated[
     ImageBuildProgress | ImageBuilt | GoldenSnapshotReady | ClusterStateChanged
     | VMStateChanged | ClusterReady | CommandFinished | LLMExchange | LLMCallFinished
-    | RunStarted | IterationStarted | StepFinished | CheckFinished | FailureDiagnosed
+    | RunStarted | IterationStarted | StepFinished | CheckFinished | ProofFinished
+    | FailureDiagnosed
     | RecoveryChosen | TroubleshootTurn | Synthesized | IterationFinished | RunFinished,
     Field(discriminator="kind"),
 ]

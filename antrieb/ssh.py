@@ -76,16 +76,17 @@ class CappedBuffer:
 
 
 class ClusterKey:
-    """A fresh Ed25519 keypair per cluster, in OpenSSH formats."""
+    """A fresh Ed25519 keypair in OpenSSH formats: the cluster's login key, or a node's
+    own host key (``comment`` names which)."""
 
-    def __init__(self) -> None:
+    def __init__(self, comment: str = "antrieb-cluster") -> None:
         key = Ed25519PrivateKey.generate()
         self.private_openssh = key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
             serialization.NoEncryption()).decode()
         self.public_openssh = key.public_key().public_bytes(
             serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
-        ).decode() + " antrieb-cluster"
+        ).decode() + f" {comment}"
         self.pkey = paramiko.Ed25519Key.from_private_key(io.StringIO(self.private_openssh))
 
 
@@ -217,6 +218,13 @@ class NodeSession:
         if client is None:
             raise NodeError(f"{self.node}: SFTP subsystem refused")
         return client
+
+    def drop(self) -> None:
+        """Forget the connection (its node rebooted): the next command connects anew."""
+        with self._lock:
+            if self._transport is not None:
+                self._transport.close()
+                self._transport = None
 
     def close(self) -> None:
         """Close for good. Never waits for a handshake in progress: its socket is closed

@@ -131,10 +131,11 @@ def overview() -> dict:
             WHERE $__unixEpochFilter(r.created) GROUP BY f.failure_class ORDER BY 2 DESC""",
               w=8, options={"xField": "failure_class", "orientation": "horizontal"}),
         panel("Why each path was chosen", "table", """
-            SELECT d.failure_class, d.path, d.reason, COUNT(*) AS times
+            SELECT d.failure_class, d.path, COALESCE(d.classified_by, 'rules') AS classified_by,
+                   COUNT(*) AS times, MAX(d.reason) AS example_reason
             FROM recovery_decisions d JOIN runs r ON r.run_id = d.run_id
             WHERE $__unixEpochFilter(r.created)
-            GROUP BY d.failure_class, d.path, d.reason ORDER BY times DESC""", w=8),
+            GROUP BY 1, 2, 3 ORDER BY times DESC""", w=8),
         link_run_ids(panel("Cost per run", "table", f"""
             SELECT run_id, task_name, model, llm_calls, prompt_tokens, completion_tokens,
                    ROUND(vm_seconds::numeric, 0) AS vm_seconds,
@@ -173,8 +174,25 @@ def run_detail() -> dict:
             FROM iterations WHERE {RUN} ORDER BY iteration""",
               options={"xField": "iteration", "stacking": "none"},
               fieldConfig={"defaults": {"unit": "s"}, "overrides": []}),
+        panel("Proof gates", "table", f"""
+            SELECT iteration, CASE WHEN fresh_server = 1 THEN 'yes' ELSE 'no' END
+                   AS fresh_server,
+                   CASE WHEN idempotent = 1 THEN 'passed' WHEN idempotent = 0 THEN 'FAILED'
+                        ELSE 'not run' END AS idempotent,
+                   reboot, ROUND(reboot_s::numeric, 1) AS reboot_s,
+                   (SELECT COUNT(*) FROM residue r WHERE r.run_id = i.run_id
+                      AND r.iteration = i.iteration) AS residue
+            FROM iterations i WHERE i.{RUN} AND phase = 'verify' ORDER BY iteration""",
+              description="Each proof on a fresh-server cluster: applied twice, rebooted, "
+                          "checks again; residue = what the scripts left behind."),
+        panel("Residue", "table", f"""
+            SELECT iteration, node, kind, item, detail
+            FROM residue WHERE {RUN} ORDER BY iteration, node, kind, item""",
+              description="Scratch files, private keys others may read, packages no "
+                          "script names: left on the proof's nodes."),
         panel("Why each path was chosen", "table", f"""
-            SELECT d.iteration, f.failure_class, f.node, d.path, d.reason, i.explanation
+            SELECT d.iteration, f.failure_class, f.node, d.path, d.classified_by, d.reason,
+                   i.explanation
             FROM recovery_decisions d
             LEFT JOIN failures f ON f.run_id = d.run_id AND f.iteration = d.iteration
             LEFT JOIN iterations i ON i.run_id = d.run_id AND i.iteration = d.iteration
@@ -183,8 +201,8 @@ def run_detail() -> dict:
             SELECT iteration, failure_class, node, summary, evidence
             FROM failures WHERE {RUN} ORDER BY iteration, at""", w=24, h=7),
         panel("Check results", "table", f"""
-            SELECT iteration, name, node, CASE WHEN rerun = 1 THEN 'idempotence' ELSE 'first'
-                   END AS pass, CASE WHEN passed = 1 THEN 'pass' ELSE 'FAIL' END AS result,
+            SELECT iteration, name, node, CASE WHEN rerun = 1 THEN 'idempotence'
+                   WHEN after_reboot = 1 THEN 'after reboot' ELSE 'first' END AS pass, CASE WHEN passed = 1 THEN 'pass' ELSE 'FAIL' END AS result,
                    ROUND(seconds::numeric, 2) AS seconds, detail
             FROM checks WHERE {RUN} ORDER BY at""", w=24, h=9),
         panel("Steps", "table", f"""

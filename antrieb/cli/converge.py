@@ -14,6 +14,7 @@ Example::
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -57,6 +58,9 @@ def _progress(event: events.Event) -> None:
         err.print(f"  {escape(f'[{e.node}] $ {e.command}')} -> exit {e.exit_status}")
     elif isinstance(event, events.Synthesized):
         err.print(f"synthesized {', '.join(e.artifacts)}: {escape(e.notes[:200])}")
+    elif isinstance(event, events.ProofFinished):
+        err.print("  proof: " + escape(proof_line(e.fresh_server, e.idempotent, e.reboot,
+                                                  e.reboot_s, len(e.residue))))
     elif isinstance(event, events.IterationFinished):
         t = e.timings
         err.print(f"  iteration {e.iteration} {'passed' if e.passed else 'failed'} "
@@ -66,6 +70,19 @@ def _progress(event: events.Event) -> None:
         colour = "green" if e.status == "converged" else "red"
         err.print(f"[{colour}]{e.status}[/{colour}] after {e.iterations} iteration(s), "
                   f"{e.seconds:.1f}s: {escape(e.reason)}")
+
+
+def proof_line(fresh: bool, idempotent: bool | None, reboot: str,
+               reboot_s: dict[str, float], residue: int) -> str:
+    """The proof's gates in one line, e.g. ``fresh server, idempotent, reboot passed
+    (lb 31s, web1 30s), residue: none``."""
+    gates = ["fresh server" if fresh else "NOT a fresh server",
+             {True: "idempotent", False: "NOT idempotent", None: "idempotence not run"}
+             [idempotent]]
+    times = ", ".join(f"{n} {s:.0f}s" for n, s in sorted(reboot_s.items()))
+    gates.append(f"reboot {reboot.replace('_', ' ')}" + (f" ({times})" if times else ""))
+    gates.append(f"residue: {residue or 'none'}")
+    return ", ".join(gates)
 
 
 def _converge(fn, *args, **kwargs):
@@ -95,6 +112,12 @@ def _show_result(result: Any) -> None:
         for name, text in result.final.texts().items():
             out.print(f"[bold]--- {name} ---[/bold]")
             out.print(text, markup=False, highlight=False)
+    if result.proof is not None:
+        p = result.proof
+        out.print("proof: " + proof_line(p.fresh_server, p.idempotent, p.reboot, p.reboot_s,
+                                         len(p.residue)), markup=False)
+        for r in p.residue:
+            out.print(f"residue: {r.node}: {r.kind} {r.item} ({r.detail})", markup=False)
     for finding in result.findings:
         out.print(f"finding: {finding}", markup=False)
     if result.record_dir:
@@ -126,6 +149,30 @@ def examples_run(name: str, as_json: JsonOpt = False) -> None:
     example = call(load_example, name)
     result = _converge(lambda: example.converger().run())
     _report(result, as_json)
+
+
+@examples_app.command("record")
+def examples_record(name: str) -> None:
+    """Run an example live (recorded model, real VMs) and, if it converges, make that run
+    the example's shipped record (its run/ folder). Example: antrieb examples record firewall
+    """
+    import shutil
+
+    from antrieb.examples import load_example
+
+    example = call(load_example, name)
+    result = _converge(lambda: example.converger().run())
+    _show_result(result)
+    if result.status != "converged" or not result.record_dir:
+        err.print(f"[red]not recorded[/red]: the run ended {result.status}")
+        _exit_for(result.status)
+        raise typer.Exit(1)
+    target = Path(example.folder) / "run"
+    shutil.rmtree(target, ignore_errors=True)
+    target.mkdir()
+    for part in ("run.json", "events.jsonl", "llm.jsonl"):
+        shutil.copy2(f"{result.record_dir}/{part}", target / part)
+    out.print(f"recorded: {target}")
 
 
 @app.command("run")

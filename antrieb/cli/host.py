@@ -25,6 +25,8 @@ def doctor(as_json: JsonOpt = False) -> None:
         priv = rep["privileges"]
         out.print(f"privileges:  root={priv['root']} user_namespaces={priv['user_namespaces']}")
         out.print(f"cache:       {rep['cache_dir']} ({rep['free_disk_gb']} GiB free)")
+        for tool, package in {**rep["missing"], **rep["missing_for_tests"]}.items():
+            out.print(f"[red]missing:[/red]     {tool} (apt-get install {package})")
         for hint in rep["hints"]:
             out.print(f"[yellow]hint:[/yellow] {hint}")
     raise typer.Exit(0 if rep["ok"] else 3)

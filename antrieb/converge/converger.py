@@ -31,11 +31,11 @@ from typing import Any
 
 from antrieb import events
 from antrieb.converge import apply as applying
+from antrieb.converge import proof
 from antrieb.converge.answers import Fix
 from antrieb.converge.checks import run_checks
 from antrieb.converge.design import design, synthesize
 from antrieb.converge.models import ArtifactsT, Budgets, Check, Task, Topology, constrained
-from antrieb.converge.proof import idempotent
 from antrieb.converge.record import RunRecorder, experiment_meta, new_run_id
 from antrieb.converge.results import Iteration, RunResult, Status, tail
 from antrieb.converge.troubleshoot import diagnose_iteration, recover
@@ -150,9 +150,8 @@ class Converger:
             self.store.event(event)
         if isinstance(event, events.LLMCallFinished):
             self._tokens += event.prompt_tokens + event.completion_tokens
-            self.result.cost.prompt_tokens += event.prompt_tokens
-            self.result.cost.completion_tokens += event.completion_tokens
-            self.result.cost.llm_calls += 1
+            self.result.cost.add_call(event.prompt_tokens, event.completion_tokens,
+                                      event.tokens_measured)
 
     def _save(self, state: str = "running") -> None:
         if self.recorder is not None:
@@ -305,7 +304,8 @@ class Converger:
                 if phase == "verify":
                     self.result.final = artifacts
                     return "converged", (f"the synthesized artifacts passed every check on a "
-                                         f"fresh cluster, and again when re-applied "
+                                         f"fresh server cluster, again when re-applied, and "
+                                         f"again after every node rebooted "
                                          f"(iteration {it.number})")
                 artifacts, phase = synthesize(self, artifacts, it), "verify"
                 continue
@@ -325,17 +325,16 @@ class Converger:
             nodes={n.name: n.role for n in self.topology.nodes}))
         t0 = time.monotonic()
         cluster = self._up(it)
+        if phase == "verify":
+            proof.baseline(cluster)  # what a fresh node holds, before any script ran
         it.steps, it.checks, apply_s, checks_s, install_s = self._apply_and_check(
             cluster, artifacts, it)
         it.timings.update(apply_s=apply_s, checks_s=checks_s, install_s=install_s)
         it.passed = all(s.ok for s in it.steps) and bool(it.checks) and all(
             c.passed for c in it.checks) and len(it.checks) == len(self.checks)
-        if it.passed and phase == "verify":  # idempotence: the same code again, same cluster
-            it.rerun_steps, it.rerun_checks, apply_s, checks_s, install_s = \
-                self._apply_and_check(cluster, artifacts, it, rerun=True)
-            it.timings.update(rerun_apply_s=apply_s, rerun_checks_s=checks_s,
-                              rerun_install_s=install_s)
-            it.passed = idempotent(it, artifacts, len(self.checks))
+        if phase == "verify":
+            self.result.proof = proof.prove(self, cluster, artifacts, it,
+                                            self._apply_and_check, self._run_checks)
         it.timings["iteration_s"] = time.monotonic() - t0
         events.emit(events.IterationFinished(
             run_id=self.run_id, iteration=it.number, phase=phase, passed=it.passed,
@@ -366,17 +365,20 @@ class Converger:
         checks: list = []
         t1 = time.monotonic()
         if all(s.ok for s in steps):
-            def on_check(c: Any) -> None:
-                events.emit(events.CheckFinished(
-                    run_id=self.run_id, iteration=it.number, check=label + c.name,
-                    node=c.node, passed=c.passed, detail=c.detail,
-                    output_tail=tail((c.stdout + c.stderr).strip(), 1000), seconds=c.seconds))
-
-            checks = run_checks(cluster.__getitem__, self.checks, on_result=on_check,
-                                stopped=self._halted)
+            checks = self._run_checks(cluster, it, label)
         checks_s = time.monotonic() - t1
         self._save()
         self._checkpoint()
         return steps, checks, apply_s, checks_s, install_s
+
+    def _run_checks(self, cluster: Any, it: Iteration, label: str = "") -> list:
+        def on_check(c: Any) -> None:
+            events.emit(events.CheckFinished(
+                run_id=self.run_id, iteration=it.number, check=label + c.name,
+                node=c.node, passed=c.passed, detail=c.detail,
+                output_tail=tail((c.stdout + c.stderr).strip(), 1000), seconds=c.seconds))
+
+        return run_checks(cluster.__getitem__, self.checks, on_result=on_check,
+                          stopped=self._halted)
 
 __all__ = ["Budgets", "Converger", "Fix", "default_cluster_factory"]

@@ -291,6 +291,7 @@ class Task(Strict):
     artifacts: Artifacts | None = None
     checks: list[Check] = Field(default_factory=list)
     notes: str = ""  # hints for the model: versions, conventions...
+    strict: bool = False  # residue the scripts leave behind fails the proof (else a finding)
 
     @model_validator(mode="after")
     def _consistent(self) -> Task:

@@ -19,11 +19,17 @@ from antrieb.converge.models import Task, Topology, known_images
 from antrieb.converge.results import CheckResult, Diagnosis, StepResult, tail
 from antrieb.llm import Message
 
-_COMMON = """You are antrieb's infrastructure engineer. Your code runs as root on fresh
-Debian virtual machines of a throw-away cluster (at most {max_nodes} nodes). Nodes reach
-each other by hostname; root can ssh from any node to any other without a password.
-apt works without 'apt-get update' (a package proxy is configured); install packages
-with 'apt-get install -y'. Images: {images}.
+_COMMON = """You are antrieb's infrastructure engineer. Your code runs as root on freshly
+installed Debian servers of a throw-away cluster (at most {max_nodes} nodes), and must run
+the same on the user's real servers. Like a fresh install, a node has empty apt package
+lists: run 'apt-get update' before 'apt-get install -y'. Only Debian's archives are
+reachable (through a package proxy): no other repository, no download from the internet.
+Nodes reach each other by hostname; root can ssh from any node to any other without a
+password (host keys are checked: every node has its own). The result is proven on a new
+cluster: applied twice, then every node reboots and every check must pass again, so
+make runtime settings persistent (sysctl.d, enabled services, saved firewall rules).
+Leave nothing behind the result does not need (scratch files, keys in /tmp).
+Images: {images}.
 Shell artifacts: one bash script per role ("scripts": {{role: script}}), optionally
 "stages": [[roles run first, in parallel], [roles run next], ...]. Scripts must be
 non-interactive and idempotent: running them twice must succeed.
@@ -104,6 +110,8 @@ def failure_report(diagnosis: Diagnosis, steps: list[StepResult],
     """What went wrong, for the model: class, evidence, then the logs of what failed."""
     lines = [f"Failure class: {diagnosis.failure_class}", f"Summary: {diagnosis.summary}",
              "Evidence:", *[f"  {e}" for e in diagnosis.evidence], ""]
+    if diagnosis.advice:
+        lines[2:2] = [diagnosis.advice]
     for step in steps:
         state = "ok" if step.ok else ("TIMED OUT" if step.timed_out else
                                       f"FAILED (exit {step.exit_status})")

@@ -19,7 +19,9 @@ from antrieb import events
 from antrieb.converge import prompts
 from antrieb.converge.answers import Fix, RetryAnswer, RunCommand, TroubleshootAnswer
 from antrieb.converge.diagnose import choose_path, diagnose
+from antrieb.converge.diagnosis.model import classify_unknown
 from antrieb.converge.models import ArtifactsT
+from antrieb.converge.proof import diagnose_proof
 from antrieb.converge.results import (
     Diagnosis,
     Iteration,
@@ -35,13 +37,20 @@ COMMAND_TIMEOUT_S = 60.0
 
 def _evidence(it: Iteration) -> tuple[list, list]:
     steps = it.steps + it.rerun_steps
-    checks = it.rerun_checks if it.rerun_steps else it.checks
+    checks = it.reboot_checks or (it.rerun_checks if it.rerun_steps else it.checks)
     return steps, checks
 
 
-def diagnose_iteration(conv: Session, it: Iteration) -> Diagnosis:
-    """Diagnose a failed iteration, record and announce it."""
-    d = diagnose(*_evidence(it))
+def diagnose_iteration(conv: Session, it: Iteration, *, ask_model: bool = False) -> Diagnosis:
+    """Diagnose a failed iteration, record and announce it; with ``ask_model`` what the
+    rules leave ``unknown`` goes to the model once (:mod:`.diagnosis.model`). A failed
+    proof gate (reboot, strict residue) is diagnosed from the gate (:mod:`.proof`)."""
+    d = diagnose_proof(it)
+    if d is None:
+        d = diagnose(*_evidence(it))
+        if ask_model:
+            d = classify_unknown(lambda m, schema, purpose: conv.ask(m, schema, purpose, it),
+                                 d, *_evidence(it))
     it.diagnosis = d
     events.emit(events.FailureDiagnosed(run_id=conv.run_id, iteration=it.number,
                                         failure_class=d.failure_class, node=d.node,
@@ -53,16 +62,20 @@ def diagnose_iteration(conv: Session, it: Iteration) -> Diagnosis:
 def recover(conv: Session, it: Iteration, artifacts: ArtifactsT) -> ArtifactsT:
     """Diagnose ``it``, record the decision, and return the corrected artifacts."""
     steps, checks = _evidence(it)
-    d = diagnose_iteration(conv, it)
+    d = diagnose_iteration(conv, it, ask_model=True)
     previous = [i.recovery for i in conv.result.iterations if i.recovery is not None]
     live = conv._cluster is not None
     rec = choose_path(d, previous, troubleshoot_available=live)
     it.recovery = rec
     events.emit(events.RecoveryChosen(run_id=conv.run_id, iteration=it.number, path=rec.path,
                                       reason=rec.reason, failure_class=rec.failure_class,
-                                      evidence=d.evidence))
+                                      evidence=d.evidence, classified_by=rec.classified_by))
     conv._save()
     assert conv.topology is not None
+    if rec.path == "rerun":  # the platform failed, not the code: same code, fresh cluster
+        conv._teardown(it)
+        _finding(conv, it)
+        return artifacts
     report = prompts.failure_report(d, steps, checks)
     if rec.path == "retry":
         conv._teardown(it)

@@ -45,6 +45,8 @@ class Usage(BaseModel):
 
     prompt_tokens: int = Field(default=0, ge=0)
     completion_tokens: int = Field(default=0, ge=0)
+    # False: nobody measured this call (a hand-written recording): the zeros mean nothing
+    measured: bool = True
 
     @property
     def total(self) -> int:

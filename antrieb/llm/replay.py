@@ -62,9 +62,9 @@ class RecordedExchange(BaseModel):
     request: list[Message] | None = None  # machine-recorded: the full conversation
     expect: list[str] | None = None  # hand-written: substrings of the last user message
     response: str = ""
-    usage: Usage = Field(default_factory=Usage)
+    usage: Usage | None = None  # None: not measured (hand-written recordings)
     model: str | None = None
-    seconds: float = 0.0
+    seconds: float | None = None  # None: not measured
     # A failed call is recorded too, so a replay reaches the same outcome as the run.
     error: str | None = None
     error_kind: Literal["unavailable", "error"] | None = None
@@ -263,7 +263,8 @@ class ReplayProvider:
         if exchange.error_kind == "error":
             raise LLMError(f"(recorded) {exchange.error}", provider=self.name)
         return Completion(text=exchange.response, model=exchange.model or self.model,
-                          usage=exchange.usage, seconds=0.0, recorded_seconds=exchange.seconds)
+                          usage=exchange.usage or Usage(measured=False), seconds=0.0,
+                          recorded_seconds=exchange.seconds)
 
 
 class RecordingProvider:

@@ -182,7 +182,8 @@ def _run(provider: Provider, messages: Sequence[Message], parse: Callable[[str],
         events.emit(events.LLMCallFinished(
             call_id=call_id, purpose=purpose, provider=name, model=done.model, attempt=attempt,
             ok=not error, prompt_tokens=done.usage.prompt_tokens,
-            completion_tokens=done.usage.completion_tokens, seconds=done.seconds,
+            completion_tokens=done.usage.completion_tokens,
+            tokens_measured=done.usage.measured, seconds=done.seconds,
             error=error[:300]))
         if not error:
             return result

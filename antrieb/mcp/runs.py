@@ -44,6 +44,7 @@ def result_summary(result: Any) -> dict[str, Any]:
              "failure_class": it.diagnosis.failure_class if it.diagnosis else None,
              "diagnosis": it.diagnosis.summary if it.diagnosis else None,
              "path": it.recovery.path if it.recovery else None,
+             "classified_by": it.recovery.classified_by if it.recovery else None,
              "why": it.recovery.reason if it.recovery else None,
              "explanation": it.explanation or None,
              "troubleshoot": [{"node": t.node, "command": t.command, "why": t.why,
@@ -51,7 +52,7 @@ def result_summary(result: Any) -> dict[str, Any]:
             for it in result.iterations],
         "findings": result.findings,
         "figures": {k: v for k, v in result.figures().items()
-                    if k in ("total_s", "in_vm_s", "llm_s", "tokens", "llm_calls",
+                    if k in ("total_s", "in_vm_s", "llm_s", "tokens", "llm_calls", "iterations",
                              "vm_seconds", "paths")},
         "record_dir": result.record_dir,
     }
@@ -261,8 +262,9 @@ def add_run_tools(server: MCPServer, runs: Runs) -> None:
 
     @server.tool()
     def get_run(run_id: str) -> dict[str, Any]:
-        """One run: outcome, final script, iterations, failures, decisions with their
-        reasons, steps, checks, the troubleshoot transcript, LLM calls."""
+        """One run: outcome, final script, iterations (the proof's gates on the verify
+        ones: fresh_server, idempotent, reboot), failures, decisions with their reasons,
+        steps, checks, residue, the troubleshoot transcript, LLM calls."""
         from antrieb import store
 
         try:

@@ -30,7 +30,7 @@ CSS = """<style>
 .antrieb-badge.failed,.antrieb-badge.fail,.antrieb-badge.budget_exhausted{background:#cf222e}
 .antrieb-badge.running,.antrieb-badge.starting{background:#0969da}
 .antrieb-badge.stopped,.antrieb-badge.down{background:#6e7781}
-.antrieb-badge.retry{background:#9a6700}.antrieb-badge.troubleshoot{background:#8250df}
+.antrieb-badge.retry{background:#9a6700}.antrieb-badge.troubleshoot{background:#8250df}.antrieb-badge.rerun{background:#57606a}
 .antrieb-muted{color:#57606a}
 .antrieb-run table{border-collapse:collapse;margin:4px 0}
 .antrieb-run td,.antrieb-run th{border:1px solid #d0d7de;padding:2px 8px;
@@ -81,6 +81,18 @@ def _e(text: object) -> str:
     return escape(str(text), quote=True)
 
 
+def _model(provider: str, model: str) -> str:
+    if model == "hand-authored":  # the curated examples' recordings are not a model
+        return f"{_e(provider)}: hand-written recording"
+    return f"{_e(provider)}:{_e(model)}"
+
+
+def _tokens(tokens: int | None) -> str:
+    """A hand-written recording measured nothing: say so rather than show a number."""
+    return "tokens not measured (hand-written recording)" if tokens is None \
+        else f"{tokens:,} tokens"
+
+
 def _badge(text: str, cls: str | None = None) -> str:
     return f'<span class="antrieb-badge {_e(cls or text)}">{_e(text)}</span>'
 
@@ -100,10 +112,10 @@ def header(v: RunView, now: float | None = None) -> str:
         _badge(v.status),
         f'<span class="antrieb-iter">{_e(iteration)}</span>',
         f'<span>elapsed {v.elapsed(now):.1f}s</span>',
-        f'<span>cost: {v.tokens:,} tokens in {v.llm_calls} LLM call'
+        f'<span>cost: {_tokens(v.tokens)} in {v.llm_calls} LLM call'
         f'{"s" if v.llm_calls != 1 else ""}'
         + (f' ({v.llm_failures} re-asked)' if v.llm_failures else "") + '</span>',
-        f'<span class="antrieb-muted">model {_e(v.provider)}:{_e(v.model)} · '
+        f'<span class="antrieb-muted">model {_model(v.provider, v.model)} · '
         f'{_e(v.tool)}</span>',
     ]
     if v.run_id:
@@ -145,7 +157,7 @@ def _mark(ok: bool) -> str:
 
 def _steps_table(it: IterationView, rerun: bool) -> str:
     steps = [s for s in it.steps if s.rerun == rerun]
-    checks = [c for c in it.checks if c.rerun == rerun]
+    checks = [c for c in it.checks if c.rerun == rerun and not c.after_reboot]
     if not steps and not checks:
         return ""
     rows = []
@@ -265,7 +277,7 @@ def final(v: RunView) -> str:
     else:
         rerun = any(s.rerun for s in ver.steps)
         ok_first = all(s.ok for s in ver.steps if not s.rerun) and ver.checks and all(
-            c.passed for c in ver.checks if not c.rerun)
+            c.passed for c in ver.checks if not c.rerun and not c.after_reboot)
         idem = ("idempotent: the second run on the same cluster succeeded and every check "
                 "passed again" if ver.passed else "NOT proven: " +
                 ("the second run failed" if rerun else "the first run on a fresh cluster failed"))
@@ -273,12 +285,37 @@ def final(v: RunView) -> str:
         if changed:
             idem += f" (Ansible changed={sum(changed)} on the second run)"
         proof = (f'{_mark(bool(ok_first))} one pass on fresh cluster {_e(ver.cluster_id)}; '
-                 f'<span class="antrieb-idempotence">{_mark(bool(ver.passed))} {_e(idem)}</span>')
+                 f'<span class="antrieb-idempotence">{_mark(bool(ver.passed))} {_e(idem)}</span>'
+                 + proof_gates(ver.proof))
     body = "".join(f"<div><b>{_e(k)}</b><pre>{_e(t)}</pre></div>"
                    for k, t in v.synthesized.items())
     notes = f"<div><i>{_e(v.synthesis_notes)}</i></div>" if v.synthesis_notes else ""
     return (f'<div class="antrieb-final"><h4>Final synthesized script</h4><div>{proof}</div>'
             f"{notes}{body}</div>")
+
+
+def proof_gates(gates: dict | None) -> str:
+    """The proof's gates (fresh server, idempotence, reboot) and the residue list."""
+    if not gates:
+        return ""
+    reboot = gates.get("reboot", "not_run")
+    times = ", ".join(f"{n} {s:.0f}s" for n, s in sorted((gates.get("reboot_s") or {}).items()))
+    rows = [
+        (bool(gates.get("fresh_server")), "fresh server: empty apt lists, each node its own "
+                                          "machine-id and SSH host key"),
+        (reboot == "passed", "reboot: every node rebooted, every check passed again"
+         + (f" ({times})" if times else "") if reboot != "not_run" else "reboot: not run"),
+    ]
+    residue = gates.get("residue") or []
+    items = "".join(f"<li>{_e(r.get('node'))}: {_e(r.get('kind'))} <code>{_e(r.get('item'))}"
+                    f"</code> <span class='antrieb-muted'>{_e(r.get('detail'))}</span></li>"
+                    for r in residue)
+    left = (f"<div class='antrieb-residue'><b>Residue</b> ({len(residue)}"
+            f"{', fails the proof: strict task' if gates.get('strict') else ', a finding'})"
+            f"<ul>{items}</ul></div>" if residue else
+            "<div class='antrieb-residue'><b>Residue</b>: none left behind</div>")
+    return ("<div class='antrieb-proof'>" + "".join(
+        f"<div>{_mark(ok)} {_e(text)}</div>" for ok, text in rows) + left + "</div>")
 
 
 def timing_bars(v: RunView) -> str:

@@ -55,6 +55,7 @@ class CheckView:
     output_tail: str
     seconds: float
     rerun: bool
+    after_reboot: bool = False
 
 
 @dataclass
@@ -95,6 +96,7 @@ class IterationView:
     llm_calls: int = 0
     teardown_s: float | None = None
     finished_at: float | None = None
+    proof: dict[str, Any] | None = None  # the proof's gates (ProofFinished), verify only
 
 
 @dataclass
@@ -119,6 +121,7 @@ class RunView:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     llm_calls: int = 0
+    unmeasured_calls: int = 0  # hand-written recordings: no usage was measured
     llm_failures: int = 0
     llm_s: float = 0.0
     playback: dict[str, Any] | None = None  # set by playback: where the record came from
@@ -133,7 +136,10 @@ class RunView:
         return int(value) if value else None
 
     @property
-    def tokens(self) -> int:
+    def tokens(self) -> int | None:
+        """None when no call's usage was measured (a hand-written recording)."""
+        if self.llm_calls and self.unmeasured_calls == self.llm_calls:
+            return None
         return self.prompt_tokens + self.completion_tokens
 
     def elapsed(self, now: float | None = None) -> float:
@@ -269,9 +275,17 @@ class RunState:
         it = self._iteration(e.iteration)
         if it is None:
             return False
-        rerun = e.check.startswith("rerun:")
-        it.checks.append(CheckView(e.check.removeprefix("rerun:"), e.node, e.passed, e.detail,
-                                   e.output_tail, e.seconds, rerun))
+        rerun, after_reboot = e.check.startswith("rerun:"), e.check.startswith("reboot:")
+        name = e.check.removeprefix("rerun:").removeprefix("reboot:")
+        it.checks.append(CheckView(name, e.node, e.passed, e.detail, e.output_tail, e.seconds,
+                                   rerun, after_reboot))
+        return True
+
+    def _on_proof_finished(self, e: events.ProofFinished) -> bool:
+        it = self._iteration(e.iteration)
+        if it is None:
+            return False
+        it.proof = e.model_dump(mode="json")
         return True
 
     def _on_iteration_finished(self, e: events.IterationFinished) -> bool:
@@ -295,7 +309,7 @@ class RunState:
         if it is None:
             return False
         it.recovery = {"path": e.path, "reason": e.reason, "failure_class": e.failure_class,
-                       "evidence": list(e.evidence)}
+                       "evidence": list(e.evidence), "classified_by": e.classified_by}
         return True
 
     def _on_troubleshoot_turn(self, e: events.TroubleshootTurn) -> bool:
@@ -320,6 +334,7 @@ class RunState:
         v.prompt_tokens += e.prompt_tokens
         v.completion_tokens += e.completion_tokens
         v.llm_calls += 1
+        v.unmeasured_calls += 0 if e.tokens_measured else 1
         v.llm_failures += 0 if e.ok else 1
         v.llm_s += e.seconds
         it = v.current

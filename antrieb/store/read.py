@@ -58,7 +58,8 @@ def runs(url: str | None = None, *, status: str | None = None, limit: int | None
             db.close()
     joined = paths.groupby("run_id")["path"].agg(",".join) if len(paths) else {}
     df["paths"] = [joined.get(r, "") if len(paths) else "" for r in df["run_id"]]
-    df["tokens"] = df["prompt_tokens"].fillna(0) + df["completion_tokens"].fillna(0)
+    # NaN where no usage was measured (hand-written recordings), not an invented 0
+    df["tokens"] = df["prompt_tokens"] + df["completion_tokens"].fillna(0)
     df["created_at"] = pd.to_datetime(df["created"], unit="s", utc=True)
     return df
 
@@ -97,7 +98,8 @@ def list_runs(limit: int = 50, *, url: str | None = None,
 
 _DETAIL = {
     "iterations": "SELECT iteration, phase, passed, started, finished, nodes, cluster_up_s, "
-                  "apply_s, checks_s, install_s, iteration_s, explanation FROM iterations "
+                  "apply_s, checks_s, install_s, iteration_s, explanation, fresh_server, "
+                  "idempotent, reboot, reboot_s FROM iterations "
                   "WHERE run_id = ? ORDER BY iteration",
     "failures": "SELECT iteration, failure_class, node, summary, evidence FROM failures "
                 "WHERE run_id = ? ORDER BY iteration, at",
@@ -105,8 +107,11 @@ _DETAIL = {
                  "WHERE run_id = ? ORDER BY iteration, at",
     "steps": "SELECT iteration, node, role, command, exit_status, seconds, install_s, "
              "output FROM steps WHERE run_id = ? ORDER BY at",
-    "checks": "SELECT iteration, name, node, rerun, passed, detail, seconds FROM checks "
+    "checks": "SELECT iteration, name, node, rerun, after_reboot, passed, detail, seconds "
+              "FROM checks "
               "WHERE run_id = ? ORDER BY at",
+    "residue": "SELECT iteration, node, kind, item, detail FROM residue WHERE run_id = ? "
+               "ORDER BY iteration, node, kind, item",
     "troubleshoot": "SELECT iteration, turn, node, command, why, exit_status, output FROM "
                     "troubleshoot_turns WHERE run_id = ? ORDER BY at",
     "llm_calls": "SELECT iteration, purpose, model, attempt, ok, prompt_tokens, "
@@ -125,8 +130,9 @@ def _decode(row: dict[str, Any]) -> dict[str, Any]:
 
 def get_run(run_id: str, *, url: str | None = None, db: Database | None = None,
             include: tuple[str, ...] = tuple(_DETAIL)) -> dict[str, Any]:
-    """One run: its ``runs`` row (``iteration_count``) and lists of its iterations,
-    failures, decisions, steps, checks, troubleshoot turns and LLM calls."""
+    """One run: its ``runs`` row (``iteration_count``) and lists of its iterations (with
+    the proof's gates on the verify ones), failures, decisions, steps, checks, residue,
+    troubleshoot turns and LLM calls."""
     db, own = _with_db(url, db)
     try:
         found = db.dicts("SELECT * FROM runs WHERE run_id = ?", [run_id])

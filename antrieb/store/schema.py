@@ -160,7 +160,7 @@ CREATE TABLE recovery_decisions (
   run_id TEXT NOT NULL,
   iteration INTEGER,
   at DOUBLE PRECISION,
-  path TEXT,                   -- retry | troubleshoot
+  path TEXT,                   -- retry | troubleshoot | rerun
   failure_class TEXT,
   reason TEXT,
   evidence TEXT
@@ -266,6 +266,27 @@ MIGRATIONS: list[Migration] = [
                _EXPERIMENT_RUNS, *_INDEXES]),
     Migration(2, "experiment_points.mode: whether a grid point ran live, showed a recorded "
                  "run, or both", ["ALTER TABLE experiment_points ADD COLUMN mode TEXT"]),
+    Migration(3, "recovery_decisions.classified_by: whether a rule or the model classified "
+                 "the failure (path may now also be rerun: infrastructure failures)",
+              ["ALTER TABLE recovery_decisions ADD COLUMN classified_by TEXT"]),
+    Migration(4, "the proof's gates per verify iteration (fresh server, idempotent, reboot) "
+                 "and what the scripts left behind (residue)",
+              ["ALTER TABLE iterations ADD COLUMN fresh_server INTEGER",
+               "ALTER TABLE iterations ADD COLUMN idempotent INTEGER",
+               "ALTER TABLE iterations ADD COLUMN reboot TEXT",
+               "ALTER TABLE iterations ADD COLUMN reboot_s DOUBLE PRECISION",
+               "ALTER TABLE checks ADD COLUMN after_reboot INTEGER",
+               """CREATE TABLE residue (
+  event_id TEXT NOT NULL,
+  run_id TEXT NOT NULL,
+  iteration INTEGER,
+  at DOUBLE PRECISION,
+  node TEXT NOT NULL,
+  kind TEXT NOT NULL,          -- file | private_key | package
+  item TEXT NOT NULL,          -- a path or a package name
+  detail TEXT,
+  PRIMARY KEY (event_id, node, kind, item)
+)""", "CREATE INDEX residue_run ON residue (run_id, iteration)"]),
 ]
 
 LATEST = MIGRATIONS[-1].version
@@ -286,5 +307,6 @@ PRIMARY_KEYS: dict[str, tuple[str, ...]] = {
     "experiment_points": ("experiment_id", "idx"),
     "experiment_parameters": ("experiment_id", "idx", "name"),
     "experiment_runs": ("experiment_id", "idx", "run_id"),
+    "residue": ("event_id", "node", "kind", "item"),
 }
 TABLES = tuple(PRIMARY_KEYS)

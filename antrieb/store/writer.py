@@ -168,10 +168,27 @@ class RunWriter:
 
     def _on_check_finished(self, ev: dict[str, Any], eid: str) -> None:
         name = ev.get("check") or ""
-        self._put("checks", ev, eid, name=name.removeprefix("rerun:"), node=ev.get("node"),
-                  rerun=name.startswith("rerun:"), passed=bool(ev.get("passed")),
+        bare = name.removeprefix("rerun:").removeprefix("reboot:")
+        # the column is newer than the table: named only where it says something
+        reboot = {"after_reboot": True} if name.startswith("reboot:") else {}
+        self._put("checks", ev, eid, name=bare, node=ev.get("node"),
+                  rerun=name.startswith("rerun:"), **reboot, passed=bool(ev.get("passed")),
                   detail=ev.get("detail"), output=ev.get("output_tail"),
                   seconds=ev.get("seconds"))
+
+    def _on_proof_finished(self, ev: dict[str, Any], eid: str) -> None:
+        reboot_s = ev.get("reboot_s") or {}
+        self.db.upsert("iterations", {
+            "run_id": self.run_id, "iteration": ev["iteration"],
+            "fresh_server": bool(ev.get("fresh_server")),
+            "idempotent": None if ev.get("idempotent") is None else bool(ev["idempotent"]),
+            "reboot": ev.get("reboot"),
+            "reboot_s": max(reboot_s.values()) if reboot_s else None})
+        for r in ev.get("residue") or []:
+            self.db.upsert("residue", self._clean({
+                "event_id": eid, "run_id": self.run_id, "iteration": ev["iteration"],
+                "at": ev.get("at"), "node": r.get("node"), "kind": r.get("kind"),
+                "item": r.get("item"), "detail": r.get("detail")}))
 
     def _on_failure_diagnosed(self, ev: dict[str, Any], eid: str) -> None:
         self._put("failures", ev, eid, failure_class=ev.get("failure_class"),
@@ -179,9 +196,12 @@ class RunWriter:
                   evidence=ev.get("evidence") or [])
 
     def _on_recovery_chosen(self, ev: dict[str, Any], eid: str) -> None:
+        # classified_by (schema 3) only when the event has it: runs recorded before it
+        # existed still go into a store that does not have the column yet
+        extra = {"classified_by": ev["classified_by"]} if ev.get("classified_by") else {}
         self._put("recovery_decisions", ev, eid, path=ev.get("path"),
                   failure_class=ev.get("failure_class"), reason=ev.get("reason"),
-                  evidence=ev.get("evidence") or [])
+                  evidence=ev.get("evidence") or [], **extra)
 
     def _on_llm_call_finished(self, ev: dict[str, Any], eid: str) -> None:
         # model, tokens, latency: no prompt, no answer, no error text (it is free text)
@@ -256,6 +276,11 @@ def describe(ev: dict[str, Any]) -> tuple[str, str, str]:
         return level, str(g("node")), f"{g('artifact')}: exit {g('exit_status')} " \
                                       f"({g('seconds', 0):.1f}s, installs " \
                                       f"{g('install_s', 0):.1f}s)"
+    if k == "proof_finished":
+        level = "info" if g("passed") else "error"
+        return level, "run", (f"proof: fresh server {g('fresh_server')}, idempotent "
+                              f"{g('idempotent')}, reboot {g('reboot')}, residue "
+                              f"{len(g('residue') or [])}")
     if k == "check_finished":
         verdict = "pass" if g("passed") else f"FAIL {g('detail')}"
         return "info" if g("passed") else "error", str(g("node")), \

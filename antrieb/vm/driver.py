@@ -53,6 +53,13 @@ class Driver(Protocol):
     def console(self, node: str) -> str:
         """The tail of a node's serial console."""
 
+    def boot_id(self, node: str) -> str:
+        """The node's current boot (the guest kernel's random boot id)."""
+
+    def await_boot(self, nodes: dict[str, tuple[str, str]], timeout: float) -> dict:
+        """Wait until each node (name -> (ip, boot id before)) runs a new boot with sshd
+        answering; per-node timings. Raises VMError (with the console) on failure."""
+
     def stats(self) -> dict[str, Any]:
         """Per-node process facts (pid, memory)."""
 

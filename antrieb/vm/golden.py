@@ -43,6 +43,15 @@ class GoldenBase:
         return self.dir / "disk.qcow2"
 
 
+# A reboot is a cold boot from the node's own disk: 8-20 s under TCG here, several
+# nodes at once on two cores take longer. No retry: a node that hangs is a failure.
+REBOOT_TIMEOUT = {"tcg": 180.0, "kvm": 60.0}
+
+
+def reboot_timeout(accel: str) -> float:
+    return REBOOT_TIMEOUT.get(accel, 180.0)
+
+
 @functools.cache
 def qemu_version() -> str:
     """The QEMU build's version line: a snapshot restores only into the same build."""

@@ -55,6 +55,14 @@ class Identity(_Wire):
     ssh_public: str | None = None
     ssh_private: str | None = None
     persist: bool = True  # kept on the VM's disk for reboots; not for the golden VM
+    # A node of its own, as a freshly installed server is (not for the golden VM): its
+    # machine-id and SSH host key (OpenSSH private and public), the cluster's known_hosts,
+    # and, when the clone starts, apt's package lists emptied as a fresh install has them.
+    machine_id: str | None = None
+    host_key_private: str | None = None
+    host_key_public: str | None = None
+    known_hosts: str | None = None
+    fresh_apt: bool = False
 
     def agent_request(self, now: float, entropy_b64: str) -> dict:
         req = {
@@ -69,4 +77,12 @@ class Identity(_Wire):
         }
         if self.ssh_public and self.ssh_private:
             req["ssh"] = {"public": self.ssh_public, "private": self.ssh_private}
+        if self.machine_id:
+            req["machine_id"] = self.machine_id
+        if self.host_key_private and self.host_key_public:
+            req["host_key"] = {"private": self.host_key_private, "public": self.host_key_public}
+        if self.known_hosts is not None:
+            req["known_hosts"] = self.known_hosts
+        if self.fresh_apt:
+            req["fresh_apt"] = True
         return req

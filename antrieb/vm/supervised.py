@@ -54,6 +54,27 @@ class SupervisedDriver:
         first = errors[0]
         raise VMError(first["node"], first["message"], console_tail=first.get("console", ""))
 
+    def boot_id(self, node: str) -> str:
+        """The node's current boot (the kernel's random boot id), from its agent."""
+        reply = self._sup().request("agent", name=node, agent_op="ping", timeout=10)
+        if not reply.get("ok"):
+            raise VMError(node, f"agent: {reply.get('error')}")
+        return reply["reply"].get("boot_id", "")
+
+    def await_boot(self, nodes: dict[str, tuple[str, str]], timeout: float) -> dict:
+        """Wait until every node (name -> (ip, boot id before)) runs a new boot with sshd
+        answering; per node the seconds until its agent and its sshd answered. See
+        :meth:`antrieb.vm.supervisor.Supervisor.op_await_boot`."""
+        reply = self._sup().request(
+            "await_boot", wait=timeout + 30, timeout=timeout,
+            nodes=[{"name": n, "ip": ip, "old_boot_id": b} for n, (ip, b) in nodes.items()])
+        return self._launched(reply)
+
+    def _sup(self) -> SupervisorClient:
+        if self.sup is None:
+            raise VMError("?", "no cluster is running")
+        return self.sup
+
     def _adopt(self, sup: SupervisorClient) -> None:
         """Take the cluster's supervisor as soon as it exists, so kill() reaches it."""
         with self._sup_lock:

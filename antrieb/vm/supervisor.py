@@ -24,13 +24,15 @@ import signal
 import socket
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from antrieb.vm.guest.sshprobe import SshProbes
+from antrieb.vm.guest.client import AgentClient
+from antrieb.vm.guest.sshprobe import SshProbes, wait_ssh_banner
 from antrieb.vm.net import namespaces
 from antrieb.vm.net import plan as netplan
 
@@ -99,6 +101,44 @@ class Supervisor:
                 {"node": e.node, "message": str(e), "console": e.console, "kind": e.kind}
                 for e in errors], "nodes": results}
         return {"ok": True, "nodes": results}
+
+    def _agent(self, name: str) -> AgentClient:
+        raise NotImplementedError
+
+    def _console(self, name: str) -> str:
+        raise NotImplementedError
+
+    def op_await_boot(self, nodes: list[dict], timeout: float) -> dict:
+        """After the guests were told to reboot (``nodes``: name, ip, old_boot_id): wait,
+        in parallel, until each agent answers from a new boot (the identity kept on its
+        disk re-applied) and its sshd sends the banner."""
+        t0 = time.monotonic()
+        return self._bring_up_all(
+            {n["name"]: (self._await_one, n["name"], n["ip"], n["old_boot_id"], t0, timeout)
+             for n in nodes}, self._console)
+
+    def _await_one(self, name: str, ip: str, old_boot_id: str, t0: float,
+                   timeout: float) -> dict:
+        deadline = t0 + timeout
+        agent = self._agent(name)
+        while True:
+            try:
+                wait = max(0.5, min(5.0, deadline - time.monotonic()))
+                if agent.call("ping", timeout=wait).get("boot_id") not in ("", old_boot_id):
+                    break
+            except Exception:  # going down, or not up yet: no agent to answer
+                pass
+            if time.monotonic() > deadline:
+                raise VMFailure(name, f"did not come back from its reboot in {timeout:.0f}s",
+                                kind="boot_timeout")
+            time.sleep(0.2)
+        agent_s = time.monotonic() - t0
+        try:
+            answered, probe = wait_ssh_banner(ip, deadline)
+        except TimeoutError as exc:
+            raise VMFailure(name, f"sshd did not answer after the reboot: {exc}") from exc
+        self._keep_probe(ip, probe, restored=True)
+        return {"agent_s": agent_s, "ssh_s": answered - t0}
 
     def op_connect(self, ip: str, port: int, timeout: float = 10.0) -> tuple[dict, list[int]]:
         if port == 22 and (probe := self.probes.take(ip)) is not None:

@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 REPORTS = ROOT / "test-reports" / "notebook-browser"
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow]
+pytestmark = pytest.mark.browser
 
 
 def _free_port() -> int:

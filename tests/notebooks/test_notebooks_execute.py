@@ -17,7 +17,6 @@ def test_there_are_notebooks() -> None:
     assert {p.name for p in NOTEBOOKS} >= {"quickstart.ipynb"}
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_runs_offline(path: Path, tmp_path: Path,
                                monkeypatch: pytest.MonkeyPatch) -> None:

@@ -5,13 +5,14 @@ from __future__ import annotations
 import pytest
 
 from antrieb import config
-from antrieb.cluster import Cluster, NodeSpec, _as_specs
+from antrieb.cluster import Cluster, NodeSpec
 from antrieb.errors import (
     ConfigError,
     InvalidNameError,
     TooManyNodesError,
     UnknownImageError,
 )
+from antrieb.nodespec import as_specs as _as_specs
 from antrieb.vm.net import plan as netplan
 
 

@@ -14,6 +14,7 @@ import pytest
 from antrieb import store
 from antrieb.converge import converger as converger_mod
 from antrieb.converge.record import load_run
+from tests.timebounds import within
 
 from .converge.fakes import FakeNode, LoadBalancerWorld, host_assertions_pass
 
@@ -84,7 +85,7 @@ async def test_run_example_result_progress_and_store(world):
         assert [it["path"] for it in out["iterations"]] == ["retry", None, None]
         assert out["iterations"][0]["failure_class"] == "config_syntax"
         assert "reload-or-restart" in out["final"]["lb"]
-        assert out["figures"]["tokens"] > 0
+        assert out["figures"]["tokens"] is None  # a hand-written recording: not measured
         listed = (await c.call_tool("list_runs", {})).structured_content["result"]
         assert listed[0]["run_id"] == out["run_id"] and not listed[0]["in_progress_here"]
         run = (await c.call_tool("get_run", {"run_id": out["run_id"]})).structured_content
@@ -127,9 +128,10 @@ async def test_stop_run_and_cancel_stop_the_cluster(world_slow, monkeypatch):
             await anyio.to_thread.run_sync(world.started.wait, 20)
             t0 = time.monotonic()
             tg.cancel_scope.cancel()
-        while any(cl.state != "down" for cl in world.clusters):
-            assert time.monotonic() - t0 < 5
+        while (any(cl.state != "down" for cl in world.clusters)
+               and time.monotonic() - t0 < 60):
             await anyio.sleep(0.01)
+        within("MCP cancel -> clusters down", time.monotonic() - t0, goal=1.0, bound=20)
     runs = store.list_runs()
     assert [r["status"] for r in runs[:2]] == ["stopped", "stopped"]
     record = load_run(runs[0]["run_id"])

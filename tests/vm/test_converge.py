@@ -1,8 +1,11 @@
 """Convergence on real VMs, offline (the model is each example's recording).
 
-Budget: each curated example converges live once per session (the results are shared
-by the assertions below); firewall's one live run is the replay of the real run that ships
-with it, which also proves that a recorded run replays to the same outcome; one stopped run.
+Budget: each curated example converges live at most once per session (the results are
+shared by the assertions below); CI (plain ./dev test) keeps one per recovery path,
+nginx-lb (retry) and haproxy-nginx (troubleshoot), and one stopped run. The others are
+the slow tier (./dev test --all): firewall's live run is the replay of the real run that
+ships with it (which also proves a recorded run replays to the same outcome),
+postgres-replica and ansible-control.
 """
 
 from __future__ import annotations
@@ -18,8 +21,9 @@ from antrieb.converge.record import load_events, load_run
 from antrieb.converge.runs import replay_run, same_outcome
 from antrieb.examples import load_example
 from antrieb.llm import ReplayProvider
+from tests.timebounds import within
 
-pytestmark = [pytest.mark.vm, pytest.mark.slow, pytest.mark.timeout(1800)]
+pytestmark = [pytest.mark.vm, pytest.mark.timeout(1800)]
 
 
 def _converge(name: str) -> tuple:
@@ -118,7 +122,8 @@ def test_stop_tears_the_cluster_down_within_a_second(debian12):
         conv.stop()
         runner.join(30)
     assert not runner.is_alive()
-    assert down_at and down_at[0] - t0 < 1.0, down_at
+    assert down_at, "no cluster went down"
+    within("stop mid-apt -> cluster down", down_at[0] - t0, goal=1.0)
     result = box["r"]
     assert result.status == "stopped" and result.reason == "stopped by the user"
     assert load_run(result.run_id)["state"] == "stopped"
@@ -134,6 +139,10 @@ def firewall(debian12):
     return result, original, seen
 
 
+# CI keeps one live convergence per recovery path: nginx-lb (retry) and haproxy-nginx
+# (troubleshoot). The other examples converge live in the slow tier (./dev test --all):
+# on a slow machine they alone took longer than CI's budget.
+@pytest.mark.slow
 def test_a_recorded_run_replays_offline_to_the_same_outcome(firewall):
     result, original, seen = firewall
     verdict = same_outcome(result, original)
@@ -147,6 +156,7 @@ def test_a_recorded_run_replays_offline_to_the_same_outcome(firewall):
     assert any(isinstance(e, events.TroubleshootTurn) for e in seen)
 
 
+@pytest.mark.slow
 def test_firewall_blocks_from_another_node_after_troubleshooting(firewall):
     result, _, _ = firewall
     assert result.status == "converged", (result.reason, result.findings)
@@ -160,6 +170,7 @@ def test_firewall_blocks_from_another_node_after_troubleshooting(firewall):
     assert blocked.passed and blocked.node == "client" and "blocked" in blocked.stdout
 
 
+@pytest.mark.slow
 def test_postgres_replica_streams_a_row_after_a_retry(debian12):
     # the costliest example (~11 min under TCG: postgresql installs in ~200 s a node)
     result, _ = _converge("postgres-replica")
@@ -173,6 +184,8 @@ def test_postgres_replica_streams_a_row_after_a_retry(debian12):
     assert row.passed and "written on primary" in row.stdout
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(3600)  # 1933 s measured on a slow machine
 def test_ansible_control_node_converges_with_changed_zero_on_the_second_run(debian12):
     result, _ = _converge("ansible-control")
     assert result.status == "converged", (result.reason, result.findings)

@@ -22,7 +22,7 @@ from antrieb.vm.images import contents
 from antrieb.vm.net.mirror import debian_upstreams
 from antrieb.vm.net.plan import APT_PSEUDO_HOST, GATEWAY_IP, PROXY_PORT
 
-pytestmark = [pytest.mark.vm, pytest.mark.slow, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.vm, pytest.mark.timeout(900)]
 
 
 @pytest.fixture(scope="module")

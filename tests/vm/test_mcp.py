@@ -14,6 +14,7 @@ import pytest
 
 from antrieb import config, store
 from tests.integration.conftest import mcp_client
+from tests.timebounds import within
 
 from .conftest import qemu_pids
 from .test_cli_cluster import qemu_pids_under
@@ -83,7 +84,7 @@ async def test_cancelling_the_call_stops_the_cluster_and_records_stopped(server_
         gone_s = time.monotonic() - t0
         print(f"\ncancel -> all 3 VMs gone in {gone_s:.2f}s")
         assert not qemu_pids() & ours
-        assert gone_s < 5.0  # measured and reported; the goal is under a second
+        within("MCP cancel -> all 3 VMs gone", gone_s, goal=1.0, bound=20)
         run_id = re.search(r"run (r\d{8}-\d{6}-[0-9a-f]{4})", messages[0]).group(1)
         record = config.cache_dir() / "runs" / run_id / "run.json"
         deadline = time.monotonic() + 30

@@ -19,6 +19,7 @@
 #include <net/if.h>
 #include <net/if_arp.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -323,7 +324,67 @@ static int configure_network(const char *net, char *err, size_t errcap) {
 
 static char *big_a, *big_b; /* scratch for hosts / keys (up to MAXLINE) */
 
-static int apply_identity(const char *req, char *err, size_t errcap) {
+/* Same file content already? Then no write (and no reload): a reboot re-applies the
+ * identity kept on disk, which must not count as a change. */
+static int same_content(const char *path, const char *data) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return 0;
+    size_t len = strlen(data);
+    char *buf = malloc(len + 2);
+    ssize_t n = buf ? read(fd, buf, len + 1) : -1;
+    close(fd);
+    int same = n == (ssize_t)len && memcmp(buf, data, len) == 0;
+    free(buf);
+    return same;
+}
+
+/* A freshly installed Debian server has no package lists (Debian's cloud images ship
+ * them empty): remove what the image build left, so `apt-get install` without an
+ * `apt-get update` fails here as it would there. Only when a clone starts, never when
+ * a rebooting node re-applies its identity (its lists are its own by then). */
+static void empty_apt_lists(void) {
+    static const char *dirs[] = {"/var/lib/apt/lists", "/var/lib/apt/lists/partial",
+                                 "/var/cache/apt"};
+    char path[512];
+    for (size_t i = 0; i < sizeof dirs / sizeof *dirs; i++) {
+        DIR *d = opendir(dirs[i]);
+        if (!d) continue;
+        struct dirent *e;
+        while ((e = readdir(d))) {
+            if (e->d_type != DT_REG || strcmp(e->d_name, "lock") == 0) continue;
+            snprintf(path, sizeof path, "%s/%s", dirs[i], e->d_name);
+            unlink(path);
+        }
+        closedir(d);
+    }
+}
+
+/* sshd (run with -r: no re-exec per connection) holds the host keys it read at start:
+ * SIGHUP makes it execute itself again and read them. It removes its pid file first and
+ * writes it once it listens again, so a new pid file means the new keys are served. */
+static int reload_sshd(double timeout) {
+    struct stat before;
+    char pidbuf[32] = "";
+    int fd = open("/run/sshd.pid", O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || fstat(fd, &before) < 0) {
+        if (fd >= 0) close(fd);
+        return 0; /* no sshd running yet (boot): it reads the new keys when it starts */
+    }
+    ssize_t n = read(fd, pidbuf, sizeof pidbuf - 1);
+    close(fd);
+    int pid = n > 0 ? atoi(pidbuf) : 0;
+    if (pid <= 1 || kill(pid, SIGHUP) < 0) return -1;
+    for (double t0 = mono(); mono() - t0 < timeout; usleep(5000)) {
+        struct stat now;
+        if (stat("/run/sshd.pid", &now) == 0 &&
+            (now.st_ino != before.st_ino || now.st_mtim.tv_nsec != before.st_mtim.tv_nsec ||
+             now.st_mtim.tv_sec != before.st_mtim.tv_sec))
+            return 0;
+    }
+    return -1;
+}
+
+static int apply_identity(const char *req, char *err, size_t errcap, int at_boot) {
     const char *net = find_key(req, "net");
     if (!net || configure_network(net, err, errcap)) {
         if (!net) snprintf(err, errcap, "no net");
@@ -341,6 +402,30 @@ static int apply_identity(const char *req, char *err, size_t errcap) {
         }
         if (get_str(ssh, "private", big_b, MAXLINE) == 0)
             write_file(RUN_DIR "/id_ed25519", big_b, 0600);
+    }
+    /* Each node its own: machine-id (systemd, D-Bus, journald, kubeadm read it) and SSH
+     * host key; the cluster's known_hosts names every node's key. */
+    if (get_str(req, "machine_id", big_a, 64) == 0) {
+        strcat(big_a, "\n");
+        if (!same_content("/etc/machine-id", big_a)) write_file("/etc/machine-id", big_a, 0444);
+    }
+    if (get_str(req, "known_hosts", big_a, MAXLINE) == 0)
+        write_file(RUN_DIR "/known_hosts", big_a, 0644);
+    const char *hk = find_key(req, "host_key");
+    int new_key = 0;
+    if (hk && *hk == '{' && get_str(hk, "private", big_b, MAXLINE) == 0 &&
+        !same_content("/etc/ssh/ssh_host_ed25519_key", big_b)) {
+        write_file("/etc/ssh/ssh_host_ed25519_key", big_b, 0600);
+        if (get_str(hk, "public", big_a, MAXLINE) == 0) {
+            strcat(big_a, "\n");
+            write_file("/etc/ssh/ssh_host_ed25519_key.pub", big_a, 0644);
+        }
+        new_key = 1;
+    }
+    if (!at_boot && get_bool(req, "fresh_apt", 0)) empty_apt_lists();
+    if (new_key && !at_boot && reload_sshd(10.0) < 0) {
+        snprintf(err, errcap, "sshd did not reload its new host key");
+        return -1;
     }
     return 0;
 }
@@ -386,7 +471,7 @@ static void op_identity(const char *req, long id) {
     char err[256] = "", sample[33], entropy[1024];
     unsigned char rnd[16];
     double t0 = mono(), t_files, t_entropy;
-    if (apply_identity(req, err, sizeof err)) {
+    if (apply_identity(req, err, sizeof err, 0)) {
         put("{\"id\":%ld,\"ok\":false,\"error\":", id);
         put_escaped(err);
         put("}");
@@ -463,7 +548,16 @@ static void handle(const char *line) {
     if (get_str(line, "op", op, sizeof op)) {
         put("{\"id\":null,\"ok\":false,\"error\":\"bad request\"}");
     } else if (strcmp(op, "ping") == 0) {
-        put("{\"id\":%ld,\"ok\":true,\"agent\":\"c\"}", id);
+        /* the boot id tells a rebooted guest from the one that was asked to reboot */
+        char boot[40] = "";
+        int fd = open("/proc/sys/kernel/random/boot_id", O_RDONLY | O_CLOEXEC);
+        if (fd >= 0) {
+            ssize_t n = read(fd, boot, sizeof boot - 1);
+            close(fd);
+            boot[n > 0 ? n : 0] = 0;
+            for (char *c = boot; *c; c++) if (*c == '\n') *c = 0;
+        }
+        put("{\"id\":%ld,\"ok\":true,\"agent\":\"c\",\"boot_id\":\"%s\"}", id, boot);
     } else if (strcmp(op, "identity") == 0) {
         op_identity(line, id);
     } else {
@@ -506,7 +600,7 @@ static void restore_identity_at_boot(void) {
         if (n > 0) {
             big_b[n] = 0;
             char *copy = strdup(big_b);
-            apply_identity(copy, err, sizeof err);
+            apply_identity(copy, err, sizeof err, 1);
             free(copy);
             return;
         }

@@ -2,7 +2,7 @@
 
 1. ``mmdebstrap`` makes the root filesystem through a loopback :class:`AptProxy`, so
    every package lands in the shared apt cache and the image's sources.list names
-   only :data:`~antrieb.vm.netplan.APT_PSEUDO_HOST`. A customize hook downloads the
+   only :data:`~antrieb.vm.net.plan.APT_PSEUDO_HOST`. A customize hook downloads the
    suite's cloud kernel inside the chroot (its apt lists are the suite's).
 2. The kernel package is unpacked into the rootfs (modules stay available in the VM)
    and its vmlinuz copied out; ``depmod`` indexes the modules.
@@ -28,7 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from antrieb import config, events
+from antrieb import config, events, hosttools
 from antrieb.errors import ImageBuildError, MissingToolError
 from antrieb.vm.images import initramfs
 from antrieb.vm.images.artifacts import ImageArtifacts
@@ -47,11 +47,9 @@ from antrieb.vm.net.aptproxy import AptProxy
 from antrieb.vm.net.mirror import SECURITY, debian_upstreams
 from antrieb.vm.net.plan import APT_PSEUDO_HOST, GATEWAY_IP, PROXY_PORT
 
-HOST_TOOLS = {  # program -> Debian package that provides it
-    "mmdebstrap": "mmdebstrap", "mkfs.ext4": "e2fsprogs", "dpkg-deb": "dpkg",
-    "depmod": "kmod", "tar": "tar", "chroot": "coreutils", "qemu-img": "qemu-utils",
-    "gcc": "gcc libc6-dev",  # the guest agent's fast path, linked statically
-}
+# What a build runs on the host; antrieb.hosttools names each one's package.
+BUILD_TOOLS = ("mmdebstrap", "mkfs.ext4", "dpkg-deb", "depmod", "tar", "chroot", "qemu-img",
+               "gcc")
 
 # mmdebstrap's progress lines -> how far the rootfs step is.
 _MMDEBSTRAP_PHASES = (
@@ -89,11 +87,10 @@ def preflight() -> None:
         raise MissingToolError(
             "root", "image builds run mmdebstrap in root mode: run as root (for example "
             "`sudo antrieb images build NAME`); built images are then usable by anyone")
-    for tool, package in HOST_TOOLS.items():
-        if shutil.which(tool) is None:
-            raise MissingToolError(tool, f"apt-get install {package}")
+    for tool in BUILD_TOOLS:
+        hosttools.require(tool)
     if not initramfs.BUSYBOX.exists() or not initramfs.is_static_elf(initramfs.BUSYBOX):
-        raise MissingToolError(f"a static {initramfs.BUSYBOX}", "apt-get install busybox-static")
+        raise MissingToolError(f"a static {initramfs.BUSYBOX}", hosttools.get("busybox").hint)
 
 
 def _mountpoints() -> list[str]:
@@ -303,8 +300,11 @@ class _Build:
                        "[Service]\nExecStart=\nExecStart=/usr/sbin/sshd -D -r $SSHD_OPTS\n")
         identities = "".join(f"    IdentityFile ~/.ssh/id_{k}\n"
                              for k in ("ed25519", "ecdsa", "rsa"))
+        # Host keys are checked as on any server: every node has its own, and the agent
+        # writes the cluster's known_hosts (each node's name and address with its key).
         self.write("etc/ssh/ssh_config.d/antrieb.conf",
-                   "Host *\n    StrictHostKeyChecking no\n    UserKnownHostsFile /dev/null\n"
+                   "Host *\n    GlobalKnownHostsFile /run/antrieb/known_hosts "
+                   "/etc/ssh/ssh_known_hosts\n    StrictHostKeyChecking yes\n"
                    "    LogLevel ERROR\n" + identities
                    + "    IdentityFile /run/antrieb/id_ed25519\n")
         (self.rootfs / "root/.ssh").mkdir(mode=0o700, exist_ok=True)

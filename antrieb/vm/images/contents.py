@@ -10,7 +10,7 @@ from pathlib import Path
 
 from antrieb.vm.images import initramfs
 
-BUILD_VERSION = 4
+BUILD_VERSION = 5  # 5: known_hosts checked (each node has its own host key)
 GUEST_DIR = Path(__file__).resolve().parent.parent / "guest"
 AGENT = GUEST_DIR / "agent.py"
 AGENT_SERVICE = GUEST_DIR / "antrieb-agent.service"

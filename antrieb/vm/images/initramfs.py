@@ -12,12 +12,13 @@ from __future__ import annotations
 import gzip
 import io
 import lzma
-import shutil
 import stat
 import struct
 import subprocess
 from collections.abc import Iterable
 from pathlib import Path
+
+from antrieb import hosttools
 
 GUEST_DIR = Path(__file__).resolve().parent.parent / "guest"
 INIT_SCRIPT = GUEST_DIR / "initramfs-init.sh"
@@ -89,7 +90,7 @@ def _decompress(path: Path) -> bytes:
         return gzip.decompress(data)
     if path.name.endswith(".zst"):
         # Python 3.11 has no zstd; the zstd CLI is a build prerequisite on such kernels.
-        zstd = shutil.which("zstd")
+        zstd = hosttools.find("zstd")
         if zstd is None:
             raise FileNotFoundError("zstd (apt-get install zstd) is needed for .ko.zst modules")
         return subprocess.run([zstd, "-dc", str(path)], check=True, capture_output=True).stdout

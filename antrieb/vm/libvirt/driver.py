@@ -1,7 +1,7 @@
 """The libvirt driver: the same clusters as the qemu driver, as libvirt domains.
 
 Any libvirt URI works; the default is libvirt's embedded QEMU driver, so no daemon is
-needed (see :func:`antrieb.vm.libvirt_golden.default_uri`). ``ANTRIEB_LIBVIRT_URI``
+needed (see :func:`antrieb.vm.libvirt.golden.default_uri`). ``ANTRIEB_LIBVIRT_URI``
 or ``LibvirtDriver(uri=...)`` choose another, e.g. ``qemu:///system`` or
 ``qemu+ssh://root@host/system``. Domains are q35 + virtio-pci + direct kernel boot of
 the same image artefacts, restored from a golden save image per node, with the same

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from antrieb import config, events
+from antrieb import config, events, hosttools
 from antrieb.errors import MissingToolError, SupervisorError, VMError
 from antrieb.vm.accel import Accel, host_tsc_khz
 from antrieb.vm.golden import GoldenBase, golden_identity, launch_cold, qemu_version
@@ -179,8 +179,8 @@ def _make_golden(image, final: Path, *, key: str, accel: str, mem_mb: int, cpus:
     final.mkdir()
     try:
         disk = final / "disk.qcow2"
-        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b",
-                        str(image.disk), str(disk)], check=True, capture_output=True)
+        subprocess.run([hosttools.require("qemu-img"), "create", "-q", "-f", "qcow2", "-F", "raw",
+                        "-b", str(image.disk), str(disk)], check=True, capture_output=True)
         golden = LibvirtGolden(image=image.name, key=key, dir=final, kernel=Path(image.kernel),
                                initrd=Path(image.initrd), append=append, accel=accel,
                                mem_mb=mem_mb, cpus=cpus, host_key="", cold_boot_s=0.0)

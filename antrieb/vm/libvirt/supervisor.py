@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from antrieb import hosttools
 from antrieb.vm import supervisor
 from antrieb.vm.guest.client import AgentClient
 from antrieb.vm.guest.sshprobe import wait_ssh_banner
@@ -107,13 +108,13 @@ class LibvirtSupervisor(Supervisor):
     # -- starting domains -----------------------------------------------------------
 
     def _overlay(self, spec: DomainSpec, base: str, base_format: str) -> None:
-        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", base_format, "-b",
-                        base, spec.disk], check=True, capture_output=True)
+        subprocess.run([hosttools.require("qemu-img"), "create", "-q", "-f", "qcow2",
+                        "-F", base_format, "-b", base, spec.disk], check=True, capture_output=True)
 
     def _adopt_tap(self, tap: str) -> None:
         """Move a tap the libvirtd made in its namespace into ours, onto the bridge."""
-        subprocess.run(["nsenter", f"--net=/proc/self/fd/{self.host_netns}", "ip", "link",
-                        "set", "dev", tap, "netns", str(os.getpid())],
+        subprocess.run([hosttools.require("nsenter"), f"--net=/proc/self/fd/{self.host_netns}",
+                        "ip", "link", "set", "dev", tap, "netns", str(os.getpid())],
                        check=True, capture_output=True, pass_fds=(self.host_netns,))
         namespaces.ip_batch([f"link set {tap} master br0", f"link set {tap} up"])
 
@@ -214,6 +215,14 @@ class LibvirtSupervisor(Supervisor):
                 if pid:
                     pids[name] = pid
         return pids
+
+    def _agent(self, name: str) -> AgentClient:
+        agent = self.domains[name].agent
+        assert agent is not None
+        return agent
+
+    def _console(self, name: str) -> str:
+        return self.domains[name].console_tail()
 
     def op_agent(self, name: str, agent_op: str, timeout: float = 30.0, **args: Any) -> dict:
         agent = self.domains[name].agent

@@ -115,7 +115,7 @@ def domain_xml(spec: DomainSpec) -> str:
   {cpu}
   <clock offset='utc'/>
   <on_poweroff>destroy</on_poweroff>
-  <on_reboot>destroy</on_reboot>
+  <on_reboot>restart</on_reboot>
   <on_crash>destroy</on_crash>
   <devices>
     <disk type='file' device='disk'>

@@ -1,8 +1,6 @@
-"""Request handling and the on-disk cache of the apt proxy (see :mod:`antrieb.vm.net.aptproxy`).
-
-One :class:`ProxyHandler` serves one client connection in its own worker thread,
-with keep-alive and its own keep-alive connections to the upstream mirror.
-"""
+"""Request handling and the on-disk cache of the apt proxy (:mod:`.aptproxy`): one
+:class:`ProxyHandler` serves one client connection in its own worker thread, with
+keep-alive and its own keep-alive connections to the upstream mirror."""
 
 from __future__ import annotations
 
@@ -18,6 +16,7 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import quote, unquote, urljoin, urlsplit
 
+from antrieb.vm.net import aptfault
 from antrieb.vm.net.plan import APT_PSEUDO_HOST
 
 CHUNK = 256 * 1024
@@ -50,8 +49,7 @@ def _atomic_write_text(path: Path, text: str) -> None:
 
 
 class ProxyState(Protocol):
-    """What a handler needs of the proxy that accepted its connection (an
-    :class:`~antrieb.vm.net.aptproxy.AptProxy`)."""
+    """What a handler needs of its :class:`~antrieb.vm.net.aptproxy.AptProxy`."""
 
     cache_dir: Path
     upstreams: dict[str, str]
@@ -59,7 +57,6 @@ class ProxyState(Protocol):
     fresh_seconds: float
 
     def count(self, key: str) -> None: ...
-
     def log(self, method: str, path: str, status: int, cache: str, nbytes: int,
             seconds: float) -> None: ...
 
@@ -109,6 +106,9 @@ class ProxyHandler(BaseHTTPRequestHandler):
 
     def _dispatch(self, head: bool) -> None:
         start = time.monotonic()
+        if (fault := aptfault.take()) is not None:  # ANTRIEB_APT_FAULT, for tests
+            self._started = start
+            return self._text(fault, f"antrieb apt proxy: injected fault {fault}\n", "FAULT")
         try:
             archive, rel = self._parse_target()
         except _Denied as exc:

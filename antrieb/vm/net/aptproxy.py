@@ -8,7 +8,7 @@ one on-disk cache; and it must serve nothing but the Debian archives. A separate
 daemon would need its own lifecycle, config and a hole into every namespace.
 
 apt in a VM asks for ``http://apt.antrieb/<archive>/<path>`` (see
-:data:`antrieb.vm.netplan.APT_PSEUDO_HOST`); ``<archive>`` is a key of
+:data:`antrieb.vm.net.plan.APT_PSEUDO_HOST`); ``<archive>`` is a key of
 ``upstreams`` (``debian``, ``debian-security``) and maps to the mirror this host
 uses. Files under ``pool/`` and ``by-hash/`` never change and are cached forever;
 index files are revalidated upstream (ETag / Last-Modified) and served from cache
@@ -70,7 +70,7 @@ class AptProxy:
     Args:
         cache_dir: where cached files live; safe to share between processes.
         upstreams: archive name -> upstream base URL
-            (see :func:`antrieb.vm.mirror.debian_upstreams`).
+            (see :func:`antrieb.vm.net.mirror.debian_upstreams`).
         timeout: seconds for connecting to, and each read from, the upstream.
         fresh_seconds: an index file revalidated this recently is served without asking
             upstream again (several VMs running ``apt-get update`` at once ask once).

@@ -1,7 +1,7 @@
 """Which Debian mirror this host uses, read from its own apt sources.
 
 antrieb never names a mirror itself: images point apt at a pseudo host
-(:data:`antrieb.vm.netplan.APT_PSEUDO_HOST`) and the apt proxy maps each archive
+(:data:`antrieb.vm.net.plan.APT_PSEUDO_HOST`) and the apt proxy maps each archive
 name to the mirror found here. That keeps images portable between hosts and lets
 a site's own mirror or snapshot service be used without configuration.
 

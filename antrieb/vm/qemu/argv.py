@@ -7,19 +7,14 @@ can be mapped copy-on-write by every clone.
 
 from __future__ import annotations
 
-import shutil
-
-from antrieb.errors import MissingToolError
+from antrieb import hosttools
 from antrieb.vm.spec import VMSpec
 
 QEMU_BINARY = "qemu-system-x86_64"
 
 
 def qemu_binary() -> str:
-    path = shutil.which(QEMU_BINARY)
-    if not path:
-        raise MissingToolError(QEMU_BINARY, "apt-get install qemu-system-x86 qemu-utils")
-    return path
+    return hosttools.require(QEMU_BINARY)
 
 
 def tcg_cpu() -> str:
@@ -79,7 +74,7 @@ def qemu_argv(spec: VMSpec, *, monitor_fd: int, agent_fd: int,
         "-M", "microvm,x-option-roms=off,rtc=on,isa-serial=on",
         *accel, *cpu,
         "-m", str(spec.mem_mb), "-smp", str(spec.cpus),
-        "-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
+        "-nodefaults", "-no-user-config", "-nographic",  # a guest reboot resets in place
         "-kernel", spec.kernel, "-initrd", spec.initrd, "-append", spec.append,
         "-drive", _drive(spec),
         "-device", "virtio-blk-device,drive=d0",

@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from antrieb import config, events
+from antrieb import config, events, hosttools
 from antrieb.errors import VMError
 from antrieb.vm.accel import Accel, host_tsc_khz
 from antrieb.vm.golden import GoldenBase, golden_identity, launch_cold, qemu_version
@@ -114,7 +114,7 @@ def _make_golden(image, final: Path, *, key: str, accel: str, mem_mb: int, cpus:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
-        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw",
+        subprocess.run([hosttools.require("qemu-img"), "create", "-q", "-f", "qcow2", "-F", "raw",
                         "-b", str(image.disk), str(tmp / "disk.qcow2")],
                        check=True, capture_output=True)
         with open(tmp / "mem", "wb") as f:

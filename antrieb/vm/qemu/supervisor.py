@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -24,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from antrieb import hosttools
 from antrieb.vm import supervisor
 from antrieb.vm.guest.client import AgentClient
 from antrieb.vm.guest.sshprobe import wait_ssh_banner
@@ -63,7 +63,7 @@ class QemuSupervisor(Supervisor):
         super().__init__(control, runtime)
         self.vms: dict[str, RunningVM] = {}
         self.qemu = qemu_binary()
-        self.setpriv = shutil.which("setpriv")
+        self.setpriv = hosttools.find("setpriv")
         # QEMU puts snapshot=on overlays in $TMPDIR: the private tmpfs, gone with us.
         self.qemu_env = {**os.environ, "TMPDIR": str(runtime)}
 
@@ -243,6 +243,12 @@ class QemuSupervisor(Supervisor):
                 qmp.cmd("cont")  # the node goes on, saved or not
         timings["seconds"] = time.monotonic() - t0
         return {"ok": True, "host_key": host_key.strip(), **timings}
+
+    def _agent(self, name: str) -> AgentClient:
+        return self.vms[name].agent
+
+    def _console(self, name: str) -> str:
+        return self.vms[name].console_tail()
 
     def op_agent(self, name: str, agent_op: str, timeout: float = 30.0, **args: Any) -> dict:
         return {"ok": True, "reply": self.vms[name].agent.call(agent_op, timeout=timeout, **args)}

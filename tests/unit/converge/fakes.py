@@ -70,6 +70,14 @@ class FakeCluster:
                 return node
         raise KeyError(name)
 
+    def run_all(self, command: str, timeout: float = 600.0) -> dict[str, Result]:
+        return {node.name: node.run(command, timeout=timeout) for node in self.nodes}
+
+    def reboot(self) -> dict[str, float]:
+        self.reboots = getattr(self, "reboots", 0) + 1
+        self.world.on_reboot(self)
+        return {node.name: 0.01 for node in self.nodes}
+
 
 class World:
     """Answers commands; subclass ``script`` (a role's script ran) and ``command``."""
@@ -85,6 +93,9 @@ class World:
 
     def on_up(self, cluster: FakeCluster) -> None:
         cluster.facts = {}  # type: ignore[attr-defined]
+
+    def on_reboot(self, cluster: FakeCluster) -> None:
+        """What a reboot loses: override to drop runtime-only state."""
 
     def answer(self, node: FakeNode, command: str) -> Answer:
         match = _SCRIPT.search(command)

@@ -8,6 +8,7 @@ import os
 import shutil
 import socket
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -68,7 +69,10 @@ def in_ns(pid: int, *argv: str) -> str:
 
 
 def test_ping_and_bad_requests(agent):
-    assert agent({"id": 1, "op": "ping"}) == {"id": 1, "ok": True, "agent": "c"}
+    pong = agent({"id": 1, "op": "ping"})
+    # the boot id tells a rebooted guest from the one asked to reboot
+    assert pong == {"id": 1, "ok": True, "agent": "c", "boot_id": pong["boot_id"]}
+    assert pong["boot_id"] == Path("/proc/sys/kernel/random/boot_id").read_text().strip()
     assert agent(b"{not json")["ok"] is False
     assert agent(b'{"id": 5}')["ok"] is False
 

@@ -254,7 +254,7 @@ def test_preflight_needs_root(monkeypatch):
 
 def test_preflight_names_the_package(monkeypatch):
     monkeypatch.setattr(build.os, "geteuid", lambda: 0)
-    monkeypatch.setattr(build.shutil, "which",
+    monkeypatch.setattr(build.hosttools, "find",
                         lambda tool: None if tool == "mkfs.ext4" else f"/usr/bin/{tool}")
     with pytest.raises(build.MissingToolError, match="apt-get install e2fsprogs"):
         build.preflight()

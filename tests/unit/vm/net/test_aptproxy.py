@@ -334,3 +334,14 @@ def test_serve_on_given_socket_until_close(tmp_path, mirror):
     assert not t.is_alive()
     idle.close()
     sock.close()
+
+
+def test_injected_fault_answers_then_serves_again(proxy, tmp_path, monkeypatch):
+    # ANTRIEB_APT_FAULT: the mirror fails on purpose (tests of class infrastructure)
+    _, port = proxy
+    fault = tmp_path / "fault"
+    fault.write_text("502 2")
+    monkeypatch.setenv("ANTRIEB_APT_FAULT", str(fault))
+    url = "http://apt.antrieb/debian/pool/main/h/hello/hello_1_amd64.deb"
+    assert [get(port, url)[0] for _ in range(3)] == [502, 502, 200]
+    assert fault.read_text().split() == ["502", "0"]
