@@ -95,12 +95,15 @@ class Cluster:
 
     def __init__(self, nodes: int | Sequence[NodeSpec | dict | str] = 1,
                  image: str = "debian-12", *, driver: str | Driver | None = None,
-                 memory: int = 512, cpus: int = 1, name: str | None = None):
+                 memory: int = 512, cpus: int = 1, name: str | None = None,
+                 keep: bool = False):
+        from antrieb.vm import saved
         from antrieb.vm.images import get_recipe
 
         self.specs = as_specs(nodes, image)
-        for spec in self.specs:
-            get_recipe(spec.image)  # UnknownImageError before anything starts
+        for spec in self.specs:  # UnknownImageError before anything starts
+            saved.exists(spec.image) or get_recipe(spec.image)
+        self.keep = keep  # published for `antrieb cluster list|exec|down` (antrieb.kept)
         if not 128 <= memory <= 16384:
             raise ConfigError(f"memory must be 128..16384 MiB, not {memory}")
         if not 1 <= cpus <= 8:
@@ -150,6 +153,9 @@ class Cluster:
             self._set_state(ClusterState.STARTING)
             try:
                 self._up()
+                if self.keep:
+                    from antrieb import kept
+                    kept.publish(self)
             except BaseException as exc:
                 self._teardown(kill=True)
                 self._set_state(ClusterState.FAILED, detail=f"{type(exc).__name__}: {exc}")
@@ -163,7 +169,10 @@ class Cluster:
         self._key = ClusterKey()
         hosts = self.hosts_file()
         # Each node its own host key and machine-id, as freshly installed servers have;
-        # known_hosts lets nodes (and our sessions) check them.
+        # known_hosts lets nodes (and our sessions) check them. A node saved by a user
+        # (save_node) keeps its apt lists: its state is the point of saving it.
+        from antrieb.vm import saved
+
         host_keys = {p.name: ClusterKey(comment=f"root@{p.name}") for p in self.plans}
         known_hosts = "".join(
             f"{p.name},{p.ip} {' '.join(host_keys[p.name].public_openssh.split()[:2])}\n"
@@ -175,7 +184,7 @@ class Cluster:
                      machine_id=secrets.token_hex(16),
                      host_key_private=host_keys[p.name].private_openssh,
                      host_key_public=host_keys[p.name].public_openssh,
-                     known_hosts=known_hosts, fresh_apt=True)
+                     known_hosts=known_hosts, fresh_apt=not saved.exists(p.image))
             for p in self.plans
         ]
         self.machine_ids = {i.hostname: i.machine_id for i in identities}
@@ -234,6 +243,9 @@ class Cluster:
             self._lock.release()
 
     def _teardown(self, kill: bool) -> None:
+        if self.keep:
+            from antrieb import kept
+            kept.withdraw(self.id)
         # VMs first: a session closing can wait on a half-done SSH handshake, and a
         # stopped cluster must not run on meanwhile
         try:
@@ -323,6 +335,14 @@ class Cluster:
             return {name: f.result() for name, f in futures.items()}
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
+
+    def save_node(self, node: str, image: str) -> dict[str, Any]:
+        """Save a running node's disk and memory as a new image that later clusters can
+        name (``Cluster(nodes=[{"name": "w", "image": image}])``); returns its manifest.
+        Example: ``cluster.save_node("web1", "web-ready")``"""
+        self._require(ClusterState.READY, "save a node")
+        origin = {"cluster": self.id, "node": node, "image": self[node].image}
+        return self.driver.save_node(node, image, origin)
 
     def consoles(self) -> dict[str, str]:
         """The serial console tail of every node (for diagnosis after a failure)."""

@@ -11,6 +11,8 @@
     │   ├── TaskError          a task, example or run record that cannot be used (where, problem)
     │   └── UnknownNameError   no example / run of that name (carries the known names)
     ├── StateError             a method called in the wrong state (carries state, required)
+├── UnsupportedError       the chosen driver cannot do this (carries driver, what)
+├── LimitError             a limit on clusters or sizes would be passed (carries limit, value)
     ├── MissingToolError       a host program or package is missing (carries the install hint)
     ├── ImageBuildError        building an image failed (carries the step and its output tail)
     ├── VMError                a VM failed to start or to restore (carries console tail, argv)
@@ -38,6 +40,21 @@ class AntriebError(Exception):
 
 class ConfigError(AntriebError, ValueError):
     """Bad input, found before anything was started."""
+
+
+class UnsupportedError(AntriebError):
+    def __init__(self, driver: str, what: str):
+        self.driver, self.what = driver, what
+        super().__init__(f"{what} is not supported by the {driver} driver (use the qemu "
+                         f"driver: ANTRIEB_DRIVER=qemu)")
+
+
+class LimitError(AntriebError):
+    """A request over a limit: ``limit`` names the setting, ``value`` is its value."""
+
+    def __init__(self, limit: str, value: float, message: str):
+        self.limit, self.value = limit, value
+        super().__init__(f"{message} (limit {limit}={value:g})")
 
 
 class UnknownImageError(ConfigError):

@@ -1,4 +1,6 @@
-"""``antrieb cluster up``: a cluster to work on by hand, until Ctrl-C or end of input.
+"""``antrieb cluster up``: a cluster to work on by hand, until Ctrl-C or end of input;
+``antrieb cluster list|exec|down``: clusters kept by an MCP server or a notebook
+(``Cluster(keep=True)``, see :mod:`antrieb.kept`).
 
 The VMs live in a private network namespace, reachable only through antrieb; so the
 command reads ``NODE COMMAND`` lines (``all COMMAND`` for every node) from standard
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from typing import Annotated
 
 import typer
@@ -84,3 +87,93 @@ def cluster_up(
 
     failures = call(session)
     raise typer.Exit(1 if failures else 0)
+
+
+def _kept_or_exit(cluster_id: str) -> None:
+    from antrieb import kept
+
+    if cluster_id not in [r["cluster"] for r in kept.list_kept()]:
+        err.print(f"[red]no kept cluster {cluster_id!r}[/red]; see: antrieb cluster list")
+        raise typer.Exit(2)
+
+
+@cluster_app.command("list")
+def cluster_list(as_json: JsonOpt = False) -> None:
+    """Clusters kept by a running MCP server or notebook (Cluster(keep=True)): id, who
+    keeps them (pid, MCP client), nodes, seconds until they expire.
+
+    Example: antrieb cluster list --json
+    """
+    from antrieb import kept
+
+    rows = kept.list_kept()
+    now = time.time()
+    for r in rows:
+        if r.get("expires_at"):
+            r["expires_in_s"] = max(0, round(r["expires_at"] - now))
+    if as_json:
+        _json_line({"clusters": rows})
+        return
+    if not rows:
+        err.print("no kept clusters")
+    for r in rows:
+        nodes = ", ".join(f"{n['name']}={n['ip']} ({n['image']})" for n in r.get("nodes", []))
+        left = f"  expires in {r['expires_in_s']}s" if "expires_in_s" in r else ""
+        out.print(f"[bold]{r['cluster']}[/bold]  pid {r['pid']} {r.get('via', 'python')}"
+                  f"{left}  {escape(nodes)}", highlight=False)
+
+
+@cluster_app.command("exec")
+def cluster_exec(
+    cluster_id: Annotated[str, typer.Argument(help="The cluster id (antrieb cluster list).")],
+    command: Annotated[str, typer.Argument(help="The shell command.")],
+    node: Annotated[str, typer.Option(help="A node name, or 'all'.")] = "all",
+    timeout: Annotated[float, typer.Option(help="Seconds the command may take.")] = 600.0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run a command on a kept cluster's node(s), through the process keeping it. Exit 1
+    if it failed on any node.
+
+    Example: antrieb cluster exec c1a2b3 'systemctl is-active nginx' --node web1
+    """
+    from antrieb import kept
+
+    _kept_or_exit(cluster_id)
+    reply = call(lambda: kept.request(cluster_id, op="exec", node=node, command=command,
+                                      timeout=timeout))
+    if not reply.get("ok"):
+        err.print(f"[red]error:[/red] {escape(str(reply.get('error')))}")
+        raise typer.Exit(2)
+    failed = 0
+    for r in reply["results"]:
+        failed += r["exit_status"] != 0
+        if as_json:
+            _json_line(r)
+            continue
+        out.print(f"[bold]{r['node']}[/bold] -> exit {r['exit_status']} "
+                  f"({r['seconds']:.1f}s)", highlight=False)
+        sys.stdout.write(r["stdout"])
+        sys.stderr.write(r["stderr"])
+    raise typer.Exit(1 if failed else 0)
+
+
+@cluster_app.command("down")
+def cluster_down(
+    cluster_id: Annotated[str, typer.Argument(help="The cluster id (antrieb cluster list).")],
+) -> None:
+    """Tear a kept cluster down (its keeper stops it and forgets it).
+
+    Example: antrieb cluster down c1a2b3
+    """
+    from antrieb import kept
+
+    _kept_or_exit(cluster_id)
+    reply = call(lambda: kept.request(cluster_id, op="down"))
+    if not reply.get("ok"):
+        err.print(f"[red]error:[/red] {escape(str(reply.get('error')))}")
+        raise typer.Exit(2)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and cluster_id in [
+            r["cluster"] for r in kept.list_kept()]:
+        time.sleep(0.1)
+    out.print(f"{cluster_id} down")

@@ -25,9 +25,14 @@ def mcp_serve(
     = False,
     host: Annotated[str, typer.Option(help="HTTP: address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="HTTP: port to listen on.")] = 8765,
+    token: Annotated[str | None, typer.Option(
+        help="HTTP: bearer token clients must send (required off loopback; default "
+             "$ANTRIEB_MCP_TOKEN).")] = None,
 ) -> None:
-    """Serve antrieb as an MCP server: converge, deploy, list_examples, run_example,
-    list_runs, get_run, stop_run. Progress is notified; a cancelled call stops its run.
+    """Serve antrieb as an MCP server: whole runs (converge, deploy, run_example,
+    list_runs, get_run, stop_run) and borrowed clusters (cluster_up, exec, put_file,
+    get_file, cluster_status, cluster_extend, cluster_down, save_node, list_images) with
+    lifetimes and quotas. Progress is notified; a cancelled call stops its work.
 
     Examples: antrieb mcp   |   antrieb mcp --http --port 8765
     """
@@ -35,13 +40,18 @@ def mcp_serve(
         err.print("[red]error:[/red] --port must be 1..65535")
         raise typer.Exit(2)
     try:
-        from antrieb.mcp_server import serve
+        from antrieb.mcp.server import serve
     except ImportError as exc:
         err.print(f"[red]missing:[/red] the MCP SDK ({exc.name}): pip install 'antrieb[mcp]'")
         raise typer.Exit(3) from None
     if http:
         err.print(f"antrieb MCP server on http://{host}:{port}/mcp (Ctrl-C stops it)")
+    from antrieb.errors import ConfigError
+
     try:
-        serve(http=http, host=host, port=port)
+        serve(http=http, host=host, port=port, token=token)
+    except ConfigError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
     except KeyboardInterrupt:
         raise typer.Exit(130) from None

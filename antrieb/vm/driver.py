@@ -63,6 +63,10 @@ class Driver(Protocol):
     def stats(self) -> dict[str, Any]:
         """Per-node process facts (pid, memory)."""
 
+    def save_node(self, node: str, image: str, origin: dict[str, Any]) -> dict:
+        """Save a running node's disk and memory as the new image ``image``; returns its
+        manifest. Raises UnsupportedError where the driver cannot."""
+
     def stop(self) -> None:
         """Stop everything; idempotent, safe after a failed start."""
 

@@ -8,7 +8,7 @@ import socket
 import threading
 from typing import Any
 
-from antrieb.errors import VMError
+from antrieb.errors import UnsupportedError, VMError
 from antrieb.vm import accel as accel_mod
 from antrieb.vm import images as vm_images
 from antrieb.vm.supervisor_client import SupervisorClient
@@ -93,6 +93,10 @@ class SupervisedDriver:
             sup = self.sup
         if sup is not None:
             self._hang_up(sup)
+
+    def save_node(self, node: str, image: str, origin: dict[str, Any]) -> dict:
+        """Save a running node as a new image (drivers that can override this)."""
+        raise UnsupportedError(getattr(self, "name", "this"), "saving a node (save_node)")
 
     def host_key(self, image: str) -> str:
         return self.goldens[image].host_key

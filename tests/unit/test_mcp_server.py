@@ -65,7 +65,7 @@ def world_slow(tmp_path, monkeypatch):
 def client():
     from mcp.client.client import Client
 
-    from antrieb.mcp_server import build_server
+    from antrieb.mcp.server import build_server
 
     return Client(build_server())
 
@@ -96,8 +96,9 @@ async def test_run_example_result_progress_and_store(world):
     assert len(messages) >= 10  # steps, checks, decisions... as they happen
 
 
-async def test_stop_run_and_cancel_stop_the_cluster(world_slow):
+async def test_stop_run_and_cancel_stop_the_cluster(world_slow, monkeypatch):
     world = world_slow
+    monkeypatch.setenv("ANTRIEB_MCP_MAX_RUNS", "1")
     async with client() as c:
         # stop_run from a second call while the first one runs
         got: dict = {}
@@ -113,6 +114,7 @@ async def test_stop_run_and_cancel_stop_the_cluster(world_slow):
             assert len(live) == 1
             second = await c.call_tool("run_example", {"name": "firewall"})
             assert second.is_error and "in progress" in second.content[0].text
+            assert "ANTRIEB_MCP_MAX_RUNS=1" in second.content[0].text
             stopped = await c.call_tool("stop_run", {"run_id": live[0]["run_id"]})
             assert stopped.structured_content["stopping"]
         out = got["r"].structured_content
@@ -227,3 +229,31 @@ async def test_deploy_user_code_reports_findings(tmp_path, monkeypatch, chat):
     assert len(out["findings"]) == 1 and "nginx was not installed" in out["findings"][0]
     assert out["final"]["web"].startswith("apt-get install -y nginx")
     _no_canary_in_the_store()
+
+
+async def test_two_runs_at_once_each_with_only_its_own_events(world):
+    seen: dict[str, list[str]] = {"a": [], "b": []}
+    results: dict = {}
+
+    async with client() as c:
+        async def run(key: str) -> None:
+            async def progress(done, total, message):
+                seen[key].append(message)
+
+            results[key] = await c.call_tool("run_example", {"name": "nginx-lb"},
+                                             progress_callback=progress)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(run, "a")
+            tg.start_soon(run, "b")
+    ids = {}
+    for key in ("a", "b"):
+        assert not results[key].is_error, results[key].content
+        out = results[key].structured_content
+        assert out["status"] == "converged"
+        ids[key] = out["run_id"]
+    assert ids["a"] != ids["b"]
+    for key, other in (("a", "b"), ("b", "a")):
+        assert ids[key] in seen[key][0] and seen[key][-1].startswith("[run] converged")
+        assert not any(ids[other] in m for m in seen[key])
+        assert seen[key].count(seen[key][-1]) == 1  # one run_finished: its own

@@ -149,3 +149,28 @@ def _make_golden(image, final: Path, *, key: str, accel: str, mem_mb: int, cpus:
         shutil.rmtree(final, ignore_errors=True)
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def saved_golden(name: str, *, accel: str, mem_mb: int, cpus: int) -> Golden:
+    """The golden of a saved image (:mod:`antrieb.vm.saved`): the same shape as one made
+    from a recipe, so clones restore from it the same way; it fits only the machine it
+    was saved from."""
+    from antrieb.errors import ConfigError
+    from antrieb.vm import saved
+
+    m = saved.load(name)
+    shape, ours = (m["accel"], m["mem_mb"], m["cpus"]), (accel or m["accel"], mem_mb, cpus)
+    if shape != ours:
+        raise ConfigError(f"saved image {name!r} was made for {shape[1]} MiB, {shape[2]} "
+                          f"vCPU, {shape[0]}; this cluster is {ours[1]} MiB, {ours[2]} vCPU, "
+                          f"{ours[0]}")
+    if m.get("qemu") != qemu_version():
+        raise ConfigError(f"saved image {name!r} was made by {m.get('qemu')}; this host "
+                          f"has {qemu_version()} (a snapshot restores only into its build)")
+    if not Path(m["base_disk"]).exists():
+        raise ConfigError(f"saved image {name!r} needs {m['base_disk']} (the golden it "
+                          f"was started from), which is gone; save it again")
+    return Golden(image=name, key=m["key"], dir=Path(m["dir"]), kernel=Path(m["kernel"]),
+                  initrd=Path(m["initrd"]), append=m["append"], accel=m["accel"],
+                  mem_mb=m["mem_mb"], cpus=m["cpus"], host_key=m["host_key"],
+                  cold_boot_s=0.0)

@@ -45,6 +45,9 @@ class RunningVM:
     console: Path
     state_fd: int | None = None  # the fd number QEMU inherited the golden state as
     ip: str = ""  # set with its identity
+    # The monitor's client, kept open: QEMU greets a monitor connection once, so a second
+    # client on the same socket (a save after the restore) would wait for ever.
+    qmp: Any = None
     timings: dict[str, float] = field(default_factory=dict)
 
     def console_tail(self, limit: int = CONSOLE_TAIL) -> str:
@@ -103,21 +106,20 @@ class QemuSupervisor(Supervisor):
         return VMFailure(vm.spec.name, message, tail, kind)
 
     def _qmp(self, vm: RunningVM) -> QEMUMonitorProtocol:
-        qmp = _qmp_client()(vm.qmp_sock)
-        qmp.connect()
-        qmp.settimeout(30)
-        return qmp
+        if vm.qmp is None:
+            qmp = _qmp_client()(vm.qmp_sock)
+            qmp.connect()
+            qmp.settimeout(30)
+            vm.qmp = qmp
+        return vm.qmp
 
     def _restore(self, vm: RunningVM) -> None:
         """Start loading the golden state; the clone runs by itself once loaded (the golden
         was snapshotted running), and the agent answers only then: no polling here."""
         qmp = self._qmp(vm)
-        try:
-            qmp.cmd("migrate-set-capabilities",
-                    capabilities=[{"capability": "x-ignore-shared", "state": True}])
-            qmp.cmd("migrate-incoming", uri=f"fd:{vm.state_fd}")
-        finally:
-            qmp.close()
+        qmp.cmd("migrate-set-capabilities",
+                capabilities=[{"capability": "x-ignore-shared", "state": True}])
+        qmp.cmd("migrate-incoming", uri=f"fd:{vm.state_fd}")
 
     def _identify(self, vm: RunningVM, identity: Identity, timeout: float) -> dict:
         req = identity.agent_request(time.time(), base64.b64encode(os.urandom(64)).decode())
@@ -185,22 +187,62 @@ class QemuSupervisor(Supervisor):
         vm.agent.call("sync", timeout=60)
         qmp = self._qmp(vm)
         t0 = time.monotonic()
-        try:
-            # Not stopped first: a snapshot of a running VM records "running", so clones
-            # start by themselves when loaded. Migration pauses it at the end; RAM stays in
-            # the shared file, only device state goes to the state file.
-            qmp.cmd("migrate-set-capabilities",
-                    capabilities=[{"capability": "x-ignore-shared", "state": True}])
-            qmp.cmd("migrate", uri=f"exec:cat > {state_path}")
-            deadline = time.monotonic() + 60
-            while (status := qmp.cmd("query-migrate").get("status")) != "completed":
-                if status == "failed" or time.monotonic() > deadline:
-                    raise self._failure(vm, f"snapshot {status or 'timed out'}")
-                time.sleep(0.01)
-        finally:
-            qmp.close()
+        # Not stopped first: a snapshot of a running VM records "running", so clones
+        # start by themselves when loaded. Migration pauses it at the end; RAM stays in
+        # the shared file, only device state goes to the state file.
+        qmp.cmd("migrate-set-capabilities",
+                capabilities=[{"capability": "x-ignore-shared", "state": True}])
+        qmp.cmd("migrate", uri=f"exec:cat > {state_path}")
+        deadline = time.monotonic() + 60
+        while (status := qmp.cmd("query-migrate").get("status")) != "completed":
+            if status == "failed" or time.monotonic() > deadline:
+                raise self._failure(vm, f"snapshot {status or 'timed out'}")
+            time.sleep(0.01)
         self._kill([name])
         return {"ok": True, "seconds": time.monotonic() - t0, "host_key": host_key.strip()}
+
+    def op_save(self, name: str, disk: str, mem: str, state: str) -> dict:
+        """Save a running clone as a golden: disk overlay, RAM in a shared file, device
+        state (see :mod:`antrieb.vm.qemu.save`). The clone is paused meanwhile."""
+        from dataclasses import replace
+
+        from antrieb.vm.qemu import save
+
+        vm = self.vms[name]
+        host_key = vm.agent.call("exec", cmd="cat /etc/ssh/ssh_host_ed25519_key.pub")["out"]
+        vm.agent.call("sync", timeout=60)
+        t0 = time.monotonic()
+        timings: dict[str, float] = {}
+        failed = lambda message: self._failure(vm, f"save: {message}")  # noqa: E731
+        with open(mem, "wb") as f:
+            f.truncate(vm.spec.mem_mb * 1024 * 1024)
+        qmp = self._qmp(vm)
+        loader_name = f"save-{name}"
+        try:
+            qmp.cmd("stop")
+            save.copy_disk(qmp, vm.proc.pid, disk, failed)
+            timings["disk_s"] = time.monotonic() - t0
+            # The loader: the clone's machine with its RAM in the new shared file and the
+            # new overlay as its disk. "-incoming defer" wants a state fd: /dev/null here,
+            # the state comes over the socket instead.
+            spec = replace(vm.spec, name=loader_name, mem_path=mem, mem_share=True,
+                           disk=disk, incoming="/dev/null", tap="tapsave")
+            namespaces.add_taps([spec.tap])
+            self.taps.append(spec.tap)
+            loader = self._spawn(spec)
+            lqmp = self._qmp(loader)
+            try:
+                sock = str(self.runtime / "save.sock")
+                save.full_migration(qmp, lqmp, sock, failed)
+                timings["ram_s"] = time.monotonic() - t0 - timings["disk_s"]
+                save.snapshot_running(lqmp, state, failed)
+            finally:
+                self._kill([loader_name])
+        finally:
+            with contextlib.suppress(Exception):
+                qmp.cmd("cont")  # the node goes on, saved or not
+        timings["seconds"] = time.monotonic() - t0
+        return {"ok": True, "host_key": host_key.strip(), **timings}
 
     def _agent(self, name: str) -> AgentClient:
         return self.vms[name].agent
@@ -231,6 +273,9 @@ class QemuSupervisor(Supervisor):
         for vm in vms:
             vm.proc.wait()
             vm.agent.close()
+            if vm.qmp is not None:
+                with contextlib.suppress(Exception):
+                    vm.qmp.close()
             vm.qmp_sock.close()
         taps = [vm.spec.tap for vm in vms]
         if remove_taps:

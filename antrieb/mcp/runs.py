@@ -1,21 +1,11 @@
-"""antrieb as an MCP server (the official SDK's ``MCPServer``): ``antrieb mcp``.
+"""The MCP tools over whole runs: ``converge``, ``deploy``, ``list_examples`` /
+``run_example``, ``list_runs`` / ``get_run``, ``stop_run``.
 
-Tools are thin typed functions over the public API:
-
-- ``converge``: a task in words -> the proven script, the iterations, the decisions;
-- ``deploy``: the user's own code (scripts per role, or a playbook) + checks -> findings;
-- ``list_examples`` / ``run_example``: the curated examples (recorded model, real VMs);
-- ``list_runs`` / ``get_run``: the run store; ``stop_run``: stop a run in progress.
-
-A run goes on in a worker thread, so the server keeps answering (``list_runs``,
-``stop_run``...) meanwhile. Its events become progress notifications (one a step,
-check, decision...). When the client cancels the call, the run is stopped: the
+A run goes on in a worker thread, so the server keeps answering meanwhile; several runs
+go on at once (up to ``ANTRIEB_MCP_MAX_RUNS``), each seeing only the events of its own
+scope (:func:`antrieb.events.scoped`). Its events become progress notifications (one a
+step, check, decision...). When the client cancels the call, the run is stopped: the
 cluster goes down at once and the run is recorded as ``stopped``.
-
-Example (Claude Desktop, Cursor: see the README for the config snippet)::
-
-    antrieb mcp                  # stdio
-    antrieb mcp --http --port 8765   # streamable HTTP on 127.0.0.1:8765/mcp
 """
 
 from __future__ import annotations
@@ -30,13 +20,8 @@ from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import Field, ValidationError
 
-from antrieb import __version__, events
-from antrieb.errors import AntriebError
-
-INSTRUCTIONS = """antrieb runs infrastructure code (shell scripts, Ansible playbooks) on
-throw-away clusters of up to 4 real Debian VMs, retries or troubleshoots with an LLM until
-the checks pass, and proves one clean script on a fresh cluster. Runs take minutes: watch
-the progress notifications; cancel the call (or use stop_run) to stop a run."""
+from antrieb import events
+from antrieb.errors import AntriebError, LimitError
 
 # events worth a progress notification (the rest is chatter: VM states, raw commands)
 _PROGRESS_KINDS = {"run_started", "iteration_started", "cluster_ready", "step_finished",
@@ -76,9 +61,10 @@ def result_summary(result: Any) -> dict[str, Any]:
 class Runs:
     """The runs this server is driving, by run ID (for ``stop_run``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_runs: int = 2) -> None:
         self.active: dict[str, Any] = {}
-        self.starting = False  # a run-starting call is building its Converger
+        self.starting = 0  # run-starting calls building their Converger
+        self.max_runs = max_runs
         self.lock = threading.Lock()
 
     async def drive(self, conv: Any, ctx: Context) -> dict[str, Any]:
@@ -89,8 +75,8 @@ class Runs:
         inbox: queue.SimpleQueue = queue.SimpleQueue()
 
         def listen(event: events.Event) -> None:
-            if event.kind in _PROGRESS_KINDS and getattr(event, "run_id", conv.run_id) \
-                    == conv.run_id:
+            # runs go on side by side: only this run's scope is its progress
+            if event.kind in _PROGRESS_KINDS and event.scope == conv.run_id:
                 inbox.put(event)
 
         box: dict[str, Any] = {}
@@ -148,21 +134,22 @@ def _tool_error(exc: Exception) -> ToolError:
     return ToolError(str(exc))
 
 
-def build_server() -> MCPServer:
-    """The MCP server with antrieb's tools (not yet running)."""
-    server: MCPServer = MCPServer(name="antrieb", version=__version__,
-                                  instructions=INSTRUCTIONS)
-    runs = Runs()
+def add_run_tools(server: MCPServer, runs: Runs) -> None:
+    """Register the run tools on ``server``."""
 
     async def start(make: Any, ctx: Context) -> dict[str, Any]:
-        # One run at a time: runs in one process share the event stream, and events
-        # without a run ID (clusters, commands, LLM calls) cannot be told apart.
+        # Runs are scoped (events.scoped), so several go on at once; the limit is the
+        # host's capacity (each run starts up to 4 VMs at a time).
         with runs.lock:
-            busy = sorted(runs.active) or (["(starting)"] if runs.starting else [])
-            runs.starting = runs.starting or not busy
-        if busy:
-            raise ToolError(f"run {busy[0]} is in progress on this server; wait for it or "
-                            f"stop it with stop_run")
+            busy = sorted(runs.active)
+            if len(busy) + runs.starting >= runs.max_runs:
+                raise ToolError(str(LimitError(
+                    "ANTRIEB_MCP_MAX_RUNS", runs.max_runs,
+                    f"{len(busy) + runs.starting} runs are in progress on this server "
+                    f"({', '.join(busy) or 'starting'}); wait for one or stop it with "
+                    f"stop_run")))
+            runs.starting += 1
+        registered = False
         try:
             try:
                 # building a Converger validates input and opens the LLM provider: quick,
@@ -172,11 +159,13 @@ def build_server() -> MCPServer:
                 raise _tool_error(exc) from None
             with runs.lock:
                 runs.active[conv.run_id] = conv
-                runs.starting = False
+                runs.starting -= 1
+                registered = True
             return await runs.drive(conv, ctx)
         finally:
-            with runs.lock:
-                runs.starting = False
+            if not registered:
+                with runs.lock:
+                    runs.starting -= 1
 
     @server.tool()
     async def converge(
@@ -298,17 +287,3 @@ def build_server() -> MCPServer:
         return {"run_id": run_id, "stopping": True,
                 "teardown_s": round(time.monotonic() - t0, 3)}
 
-    return server
-
-
-def serve(http: bool = False, host: str = "127.0.0.1", port: int = 8765) -> None:
-    """Serve until the client goes away (stdio) or Ctrl-C (HTTP)."""
-    import logging
-
-    # one line per SSH connection is noise in a client's server log
-    logging.getLogger("paramiko").setLevel(logging.WARNING)
-    server = build_server()
-    if http:
-        server.run("streamable-http", host=host, port=port)
-    else:
-        server.run("stdio")
