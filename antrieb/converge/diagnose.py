@@ -26,7 +26,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from antrieb.converge.diagnosis.reasons import reason
-from antrieb.converge.diagnosis.rules import EGRESS_ADVICE, classify_lines, useful_lines
+from antrieb.converge.diagnosis.rules import (
+    EGRESS_ADVICE,
+    classify_lines,
+    last_telling_line,
+    useful_lines,
+)
 from antrieb.converge.results import CheckResult, Diagnosis, FailureClass, Recovery, StepResult
 
 RETRY_CLASSES = {"missing_package", "missing_command", "config_syntax", "script_error",
@@ -37,8 +42,7 @@ MAX_RERUNS = 2  # infrastructure failures in one run before the model is asked a
 
 MAX_EVIDENCE = 8
 
-_UNKNOWN_WHY = ("no rule knows this output, so the full code and log go back to the model "
-                "for a corrected version")
+_UNKNOWN_WHY = "no rule knows this output (quoted: its last line that reads like an error)"
 _CHECK_WHY = {
     "service_failed": "the service is not running and a check cannot say why: the reason is "
                       "in the live node's journal and state",
@@ -66,7 +70,8 @@ def _diagnose_step(step: StepResult) -> Diagnosis:
     if match is None:
         last = lines[-MAX_EVIDENCE + 1:]
         return Diagnosis(failure_class="unknown", summary=status, evidence=[status, *last],
-                         decided_by=last[-1] if last else status, why=_UNKNOWN_WHY, **base)
+                         decided_by=last_telling_line(lines) or status, why=_UNKNOWN_WHY,
+                         **base)
     cls = match.rule.failure_class
     return Diagnosis(failure_class=cls, summary=f"{status}: {cls.replace('_', ' ')}",
                      evidence=[status, *match.lines[:MAX_EVIDENCE - 1]], decided_by=match.line,
@@ -106,8 +111,8 @@ def _diagnose_check(check: CheckResult) -> Diagnosis:
         return _check(check, "connectivity", head, [], check.detail,
                       f"curl exited {check.exit_status} (could not connect / timed out): "
                       + _CHECK_WHY["connectivity"].split(": ", 1)[1])
-    decided = lines[0] if lines else check.detail
-    return _check(check, "check_mismatch", head, lines[:MAX_EVIDENCE - 1], decided or head,
+    # the check's own verdict (what was expected and not seen) is the telling line
+    return _check(check, "check_mismatch", head, lines[:MAX_EVIDENCE - 1], check.detail or head,
                   _CHECK_WHY["check_mismatch"])
 
 

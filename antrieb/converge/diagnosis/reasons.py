@@ -19,6 +19,8 @@ QUOTE_CHARS = 200
 PATH_MEANS = {
     "retry": "so the code and this log are enough for a corrected version (retry)",
     "troubleshoot": "so the live cluster has to be inspected (troubleshoot)",
+    "unknown": "so the full code and log go back to the model for a corrected version "
+               "(retry)",
     "rerun": "so the same code runs again on a fresh cluster and the model is not asked "
              "to change it (rerun)",
 }
@@ -44,5 +46,6 @@ def reason(d: Diagnosis, path: str, extra: str = "") -> str:
     by = " (classified by the model)" if d.classified_by == "model" else ""
     evidence = f": {quote(d.decided_by)}" if d.decided_by else ""
     why = f" - {d.why}" if d.why else ""
-    tail = extra or PATH_MEANS.get(path, path)
+    tail = extra or PATH_MEANS.get("unknown" if d.failure_class == "unknown" and path == "retry"
+                                   else path, path)
     return f"{d.failure_class}{by} in {where(d)}{evidence}{why}; {tail}"

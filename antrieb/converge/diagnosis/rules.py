@@ -43,6 +43,7 @@ def _r(cls: FailureClass, name: str, pattern: str, why: str, flags: int = re.I) 
 HARMLESS: list[re.Pattern[str]] = [
     # postgres' tools started with runuser/sudo -u postgres from root's cwd: harmless
     re.compile(r'could not change directory to "[^"]*": Permission denied'),
+    re.compile(r"^\[\.\.\.\]$"),  # where antrieb cut a long output (results.tail)
     re.compile(r"^debconf: (?:unable to initialize|falling back|delaying package)"),
     re.compile(r"dpkg-preconfigure: unable to re-open stdin"),
     re.compile(r"WARNING: apt does not have a stable CLI interface"),
@@ -61,8 +62,7 @@ def is_outside(host: str) -> bool:
         and not re.match(r"^(?:10|127)\.", host)
 
 
-_MIRROR = ("the package mirror or the cluster's apt proxy failed, not the code: the same "
-           "code is run again on a fresh cluster")
+_MIRROR = "the package mirror or the cluster's apt proxy failed, not the code"
 _EGRESS = ("only Debian's own packages are reachable (through the cluster's apt proxy); "
            "nothing else on the internet resolves or answers, so the code has to get what it "
            "needs from Debian's archive instead")
@@ -84,14 +84,17 @@ RULES: list[Rule] = [
        r"ConnectionResetError|BrokenPipeError|SupervisorError|VMError|NodeError)\b|"
        r"Socket is closed|SSH session not active",
        "the connection to the VM was lost while the step ran, which the code cannot cause "
-       "reliably: the same code is run again on a fresh cluster"),
+       "reliably"),
     # -- requests that leave the cluster -----------------------------------------------
-    _r("egress_blocked", "proxy-denied", r"antrieb apt proxy: only http://|403\s+Forbidden",
-       "the apt proxy refused a repository that is not Debian's: " + _EGRESS),
+    _r("egress_blocked", "fetch-outside", rf"Failed to fetch https?://({_HOST})/",
+       "apt tried a repository outside Debian's archive, which the cluster's proxy refuses: "
+       + _EGRESS),
     _r("egress_blocked", "resolve-outside",
        rf"Could not resolve (?:host:? )?'?({_HOST})'?|"
-       rf"Failed to fetch https?://({_HOST})/|Temporary failure (?:in )?resolving '({_HOST})'",
+       rf"Temporary failure (?:in )?resolving '({_HOST})'",
        "a name outside the cluster did not resolve: " + _EGRESS),
+    _r("egress_blocked", "proxy-denied", r"antrieb apt proxy: only http://|403\s+Forbidden",
+       "the apt proxy refused a repository that is not Debian's: " + _EGRESS),
     _r("egress_blocked", "dns-outside", r"Temporary failure in name resolution",
        "a name went to DNS, which only happens for names outside the cluster (nodes resolve "
        "from /etc/hosts): " + _EGRESS),
@@ -155,6 +158,7 @@ RULES: list[Rule] = [
        r"Invalid directive at line|Fatal error : |"  # chrony
        r"ERROR: Bad port|ERROR: Invalid syntax|"  # ufw
        r"Couldn't load target|Bad argument|iptables-restore: line \d+ failed|"
+       r"Chain '\S+' does not exist|"
        r"unknown option \"|^Error: syntax error|"  # iptables, nft
        r"bad unit file setting|Unknown key name|Unknown section|"  # systemd
        r"postfix/postfix-script: fatal|fatal: .*(?:main|master)\.cf|"
@@ -190,11 +194,29 @@ class Match:
     lines: list[str]  # every line of the output this rule matched
 
 
+_ERROR_LINE = re.compile(r"^(?:E: |(?:ERROR|Error|error|fatal|FATAL)\b)")
+# antrieb's own kill of a step past its timeout: bash echoes the whole wrapper command
+_KILLED = re.compile(r"^(?:bash: )?line \d+:\s+\d+ Killed\s+timeout -s KILL")
+# the lines an unknown failure is most likely explained by
+_ERRORISH = re.compile(r"error|fatal|fail|denied|not found|cannot|can't|unable|invalid|"
+                       r"does not exist|already exists|no such", re.I)
+
+
+def last_telling_line(lines: Sequence[str]) -> str | None:
+    """The last line that reads like an error, else the last line (for unknowns)."""
+    for line in reversed(lines):
+        if _ERRORISH.search(line):
+            return line
+    return lines[-1] if lines else None
+
+
 def useful_lines(text: str) -> list[str]:
     """Non-empty lines that are not known to be harmless."""
     out = []
     for line in text.splitlines():
         s = line.strip()
+        if _KILLED.match(s):
+            break  # what follows is our wrapper's text, not the step's output
         if s and not any(p.search(s) for p in HARMLESS):
             out.append(s[:300])
     return out
@@ -204,7 +226,7 @@ def _matches(rule: Rule, line: str) -> bool:
     m = rule.pattern.search(line)
     if m is None:
         return False
-    if rule.name == "resolve-outside":  # a bare node name failing is connectivity
+    if rule.name in ("resolve-outside", "fetch-outside"):  # a bare node name: connectivity
         host = next((g for g in m.groups() if g), "")
         return is_outside(host)
     return True
@@ -217,7 +239,9 @@ def classify_lines(lines: Sequence[str], allowed: Sequence[str] | None = None) -
             continue
         hits = [line for line in lines if _matches(rule, line)]
         if hits:
-            return Match(rule, hits[0], hits)
+            # apt and friends repeat the cause in a final "E: ..." line: the clearest quote
+            errors = [h for h in hits if _ERROR_LINE.match(h)]
+            return Match(rule, (errors or hits)[0], hits)
     return None
 
 

@@ -20,11 +20,16 @@ CASES_DIR = Path(__file__).parent / "corpus" / "cases"
 CASES = [yaml.safe_load(p.read_text()) for p in sorted(CASES_DIR.glob("*.yaml"))]
 
 
+def _captured(case: dict, model: type) -> dict:
+    return {k: case[k] for k in model.model_fields if k in case and k != "name"}
+
+
 def _results(case: dict) -> tuple[list[StepResult], list[CheckResult]]:
-    captured = case["captured"]
     if case["kind"] == "check":
-        return [], [CheckResult(name=case["name"], node="node1", **captured)]
-    return [StepResult(node="node1", role="case", artifact="script:case", **captured)], []
+        return [], [CheckResult(name=case["name"], node="node1",
+                                **_captured(case, CheckResult))]
+    return [StepResult(node="node1", role="case", artifact="script:case",
+                       **_captured(case, StepResult))], []
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c["name"] for c in CASES])
@@ -55,5 +60,5 @@ def test_the_corpus_is_wide_enough():
 
 def test_harmless_runuser_line_is_not_a_permission_error():
     case = next(c for c in CASES if c["name"] == "psql-empty-result-runuser-cwd")
-    assert "Permission denied" in case["captured"]["stderr"]  # really there
+    assert "Permission denied" in case["stderr"]  # really there
     assert diagnose(*_results(case)).failure_class == "check_mismatch"
