@@ -1,7 +1,7 @@
 """A package mirror that answers 502 for one run: class infrastructure, the same code
 runs again on a fresh cluster, and no model call is made for that failure.
 
-The apt proxy's fault injection (``ANTRIEB_APT_FAULT``, :mod:`antrieb.vm.aptfault`)
+The apt proxy's fault injection (``ANTRIEB_APT_FAULT``, :mod:`antrieb.vm.net.aptfault`)
 answers the first request of the run with 502; the second attempt is served normally.
 The only model call is the synthesis, from a hand-written recording.
 """
@@ -19,6 +19,7 @@ pytestmark = [pytest.mark.vm, pytest.mark.slow, pytest.mark.timeout(1200)]
 
 SCRIPT = """#!/bin/bash
 set -euo pipefail
+apt-get update -q
 apt-get install -y --no-install-recommends tree
 """
 
@@ -37,6 +38,7 @@ exchanges:
           node: |
             #!/bin/bash
             set -euo pipefail
+            apt-get update -q
             apt-get install -y --no-install-recommends tree
 """
 
@@ -45,8 +47,9 @@ def test_mirror_502_reruns_the_same_code_without_the_model(debian12, tmp_path: P
                                                            monkeypatch):
     fault = tmp_path / "fault"
     # apt tries a file 4 times (Acquire::Retries 3, seen in the corpus' 503 case): the one
-    # package of attempt 1 fails every time; attempt 2 is served normally
-    fault.write_text("502 4")
+    # package of attempt 1 fails every time (package lists are served: only /pool/ paths
+    # count); attempt 2 is served normally
+    fault.write_text("502 4 /pool/")
     monkeypatch.setenv("ANTRIEB_APT_FAULT", str(fault))
     recording = tmp_path / "rec.yaml"
     recording.write_text(RECORDING)

@@ -106,7 +106,7 @@ class ProxyHandler(BaseHTTPRequestHandler):
 
     def _dispatch(self, head: bool) -> None:
         start = time.monotonic()
-        if (fault := aptfault.take()) is not None:  # ANTRIEB_APT_FAULT, for tests
+        if (fault := aptfault.take(self.path)) is not None:  # ANTRIEB_APT_FAULT: tests
             self._started = start
             return self._text(fault, f"antrieb apt proxy: injected fault {fault}\n", "FAULT")
         try:

@@ -345,3 +345,15 @@ def test_injected_fault_answers_then_serves_again(proxy, tmp_path, monkeypatch):
     url = "http://apt.antrieb/debian/pool/main/h/hello/hello_1_amd64.deb"
     assert [get(port, url)[0] for _ in range(3)] == [502, 502, 200]
     assert fault.read_text().split() == ["502", "0"]
+
+
+def test_injected_fault_only_for_paths_with_its_part(proxy, tmp_path, monkeypatch):
+    _, port = proxy
+    fault = tmp_path / "fault"
+    fault.write_text("502 1 /pool/")
+    monkeypatch.setenv("ANTRIEB_APT_FAULT", str(fault))
+    index = "http://apt.antrieb/debian/dists/bookworm/InRelease"
+    deb = "http://apt.antrieb/debian/pool/main/h/hello/hello_1_amd64.deb"
+    assert get(port, index)[0] != 502  # package lists are served
+    assert [get(port, deb)[0] for _ in range(2)] == [502, 200]
+    assert fault.read_text().split() == ["502", "0", "/pool/"]
