@@ -226,8 +226,8 @@ class ClusterPool:
         while not self._stop.wait(self.tick):
             gone = self.expired()
             if gone:
+                self.reaped += [e.id for e in gone]  # before: a watcher sees it down after
                 self._down(gone)
-                self.reaped += [e.id for e in gone]
 
     def _publish(self, entry: Entry) -> None:
         if getattr(entry.cluster, "keep", False):
