@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from antrieb.converge import Converger, Task
+from antrieb.examples import load_conversation
 from antrieb.llm import ReplayProvider
 
 pytestmark = [pytest.mark.vm, pytest.mark.slow, pytest.mark.timeout(1200)]
@@ -58,7 +59,7 @@ def test_mirror_502_reruns_the_same_code_without_the_model(debian12, tmp_path: P
         "topology": {"nodes": [{"name": "node1", "role": "node", "image": "debian-12"}]},
         "artifacts": {"tool": "shell", "scripts": {"node": SCRIPT}},
         "checks": [{"name": "tree runs", "node": "node1", "command": "tree --version"}]})
-    provider = ReplayProvider(recording)
+    provider = ReplayProvider(load_conversation(recording))  # 'answer:' as in the examples
     result = Converger(task, provider=provider, record=False).run()
     assert result.status == "converged", (result.reason, result.findings)
     first, second = result.iterations[0], result.iterations[1]
