@@ -132,6 +132,10 @@ def run_cell(xid: str, index: int, notebook: str, source: bytes, parameters: dic
         path = folder / "source" / path.name  # another host: the client's copy
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(source)
+    from antrieb.converge.record import runs_dir
+
+    # live runs of an earlier attempt of this cell on this host (a killed worker's)
+    earlier = {r for r, d in linked_runs(xid, index)[1].items() if Path(d).parent == runs_dir()}
     output = folder / "notebooks" / output_name
     result_file = folder / "notebooks" / f".{output_name}.{os.getpid()}.result.json"
     args = {"input": str(path), "output": str(output), "parameters": parameters,
@@ -160,15 +164,15 @@ def run_cell(xid: str, index: int, notebook: str, source: bytes, parameters: dic
         raise CellLost(f"entry {index}: papermill exited with {proc.returncode} on "
                        f"{me['host']} without a result")
     run_ids, dirs, mode = linked_runs(xid, index)
-    from antrieb.converge.record import runs_dir
-
+    run_ids = [r for r in run_ids if r not in earlier]
+    dirs = {r: d for r, d in dirs.items() if r not in earlier}
     runs = {}
     for run_id, run_dir in dirs.items():
         p = Path(run_dir)
         if p.is_dir():
             runs[run_id] = {"path": run_dir, "live": p.parent == runs_dir(), "tar": _tar(p)}
     return {"index": index, **outcome, "started": started, "finished": time.time(),
-            "run_ids": run_ids, "mode": mode, "runs": runs,
+            "run_ids": run_ids, "mode": mode, "runs": runs, "earlier_run_ids": sorted(earlier),
             "notebook_bytes": output.read_bytes() if output.exists() else b"", **me}
 
 

@@ -14,7 +14,8 @@ one, and :func:`note_recorded_run` links that recorded run's id to the entry
      "grid": [{"index", "parameters", "output", "status": "ok"|"failed", "error",
                "run_ids", "run_dirs", "mode", "started", "finished",
                # only when run on Dask (antrieb.notebook.distributed):
-               "worker", "host", "pid", "attempts": [{"worker", "host", "pid", "started"}]}]}
+               "worker", "host", "pid", "attempts": [{"worker", "host", "pid", "started"}],
+               "earlier_run_ids": live runs of attempts lost with their worker}]}
 
 Example::
 

@@ -78,3 +78,53 @@ def test_grid_on_two_dask_workers_equals_the_local_run(private_cache, tmp_path) 
         assert [a["worker"] for a in entry["attempts"]] == [entry["worker"]]
     assert "no-such-example" in record["grid"][3]["error"]
     assert os.environ.get("ANTRIEB_EXPERIMENT") is None
+
+
+def _cell_processes(worker_pid: int) -> list[int]:
+    """The papermill children a worker runs cells in."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            stat = (cmdline.parent / "stat").read_text().rpartition(")")[2].split()
+            if int(stat[1]) == worker_pid and stat[0] != "Z" and \
+                    b"antrieb.notebook.distributed" in cmdline.read_bytes():
+                found.append(int(cmdline.parent.name))
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+@pytest.mark.timeout(600)
+def test_ctrl_c_on_the_client_stops_running_cells_and_cancels_the_rest(
+        private_cache, tmp_path) -> None:
+    import nbformat
+    from distributed import Client
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("seconds = 1", metadata={"tags": ["parameters"]}),
+                nbformat.v4.new_code_cell("import time\ntime.sleep(seconds)")]
+    notebook = tmp_path / "sleep.ipynb"
+    nbformat.write(nb, notebook)
+    (tmp_path / "grid.yaml").write_text("seconds: [600, 601, 602]\n")
+    antrieb = str(Path(sys.executable).parent / "antrieb")
+    with dask_cluster(tmp_path) as (address, workers), Client(address, timeout=60) as client:
+        client.wait_for_workers(2, timeout=60)
+        pids = list(client.run(os.getpid).values())
+        cli = subprocess.Popen([antrieb, "experiment", "run", str(notebook), "--grid",
+                                str(tmp_path / "grid.yaml"), "--dask", address, "--json"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 120
+        while not all(_cell_processes(p) for p in pids):  # a cell running on each worker
+            assert cli.poll() is None and time.monotonic() < deadline, cli.communicate()
+            time.sleep(0.5)
+        cli.send_signal(signal.SIGINT)
+        _, stderr = cli.communicate(timeout=60)
+        assert cli.returncode == 130, stderr
+        stop_by = time.monotonic() + 40  # SIGINT to papermill, SIGKILL after 20 s
+        while any(_cell_processes(p) for p in pids) and time.monotonic() < stop_by:
+            time.sleep(0.5)
+        assert not any(_cell_processes(p) for p in pids), "a cell ran on after Ctrl-C"
+        assert all(w.poll() is None for w in workers)  # the workers live on
+    (folder,) = (private_cache / "experiments").iterdir()
+    record = json.loads((folder / "experiment.json").read_text())
+    assert [e["status"] for e in record["grid"]] == ["cancelled"] * 3
