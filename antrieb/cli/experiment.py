@@ -9,11 +9,15 @@ Example::
     antrieb experiment run notebooks/experiment.ipynb -p mode recorded \\
         --grid notebooks/grids/examples.yaml --json
     antrieb experiment rerun x20261130-072500-ab12
+    antrieb experiment run notebooks/experiment.ipynb --grid G --workers 2  # local Dask
+    antrieb experiment run notebooks/experiment.ipynb --grid G --dask tcp://head:8786
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -83,6 +87,12 @@ def experiment_run(
         "parameter mappings.")] = None,
     kernel: Annotated[str | None, typer.Option(help="Jupyter kernel name.")] = None,
     timeout: Annotated[float | None, typer.Option(help="Per-cell timeout (s).")] = None,
+    dask: Annotated[str | None, typer.Option(
+        "--dask", metavar="ADDRESS", help="Run each entry as a task on this Dask scheduler "
+        "(tcp://HOST:8786); its workers are the hypervisor hosts.")] = None,
+    workers: Annotated[int | None, typer.Option(
+        "--workers", min=1, help="Run the entries on a local Dask cluster of N worker "
+        "processes.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Run NOTEBOOK once per parameter set; print one row per entry.
@@ -90,9 +100,40 @@ def experiment_run(
     Parameters: -p NAME VALUE (repeatable; the value is read as YAML)."""
     from antrieb.notebook.experiments import run_experiment
 
-    frame = call(run_experiment, notebook, _parameters(ctx.args), grid=grid, kernel=kernel,
-                 timeout=timeout, log=err.print)
+    params = _parameters(ctx.args)
+    if dask and workers:
+        err.print("[red]error:[/red] --dask and --workers exclude each other")
+        raise typer.Exit(2)
+    with _dask_client(dask, workers) as client:
+        frame = call(run_experiment, notebook, params, grid=grid, kernel=kernel,
+                     timeout=timeout, log=err.print, client=client)
     _show(frame, as_json)
+
+
+@contextlib.contextmanager
+def _dask_client(address: str | None, workers: int | None) -> Iterator[Any]:
+    if not address and not workers:
+        yield None
+        return
+    try:
+        from distributed import Client
+
+        from antrieb.notebook.distributed import local_client
+    except ImportError:
+        err.print("[red]error:[/red] --dask/--workers need Dask: pip install "
+                  "'antrieb[notebook]'")
+        raise typer.Exit(2) from None
+    if workers:
+        with local_client(workers) as client:
+            yield client
+        return
+    try:
+        client = Client(address, timeout=30)
+    except (OSError, TimeoutError) as exc:
+        err.print(f"[red]error:[/red] no Dask scheduler at {address}: {exc}")
+        raise typer.Exit(2) from None
+    with client:
+        yield client
 
 
 @experiment_app.command("rerun")

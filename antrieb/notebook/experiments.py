@@ -12,7 +12,10 @@ one, and :func:`note_recorded_run` links that recorded run's id to the entry
 
     {"experiment_id", "notebook", "notebook_sha256", "created", "rerun_of",
      "grid": [{"index", "parameters", "output", "status": "ok"|"failed", "error",
-               "run_ids", "run_dirs", "mode", "started", "finished"}]}
+               "run_ids", "run_dirs", "mode", "started", "finished",
+               # only when run on Dask (antrieb.notebook.distributed):
+               "worker", "host", "pid", "attempts": [{"worker", "host", "pid", "started"}],
+               "earlier_run_ids": live runs of attempts lost with their worker}]}
 
 Example::
 
@@ -24,55 +27,25 @@ Example::
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import os
-import secrets
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from antrieb import config
 from antrieb.errors import TaskError, UnknownNameError
-
-ENV = "ANTRIEB_EXPERIMENT"
-
-
-def experiments_dir() -> Path:
-    path = config.cache_dir() / "experiments"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def new_experiment_id() -> str:
-    return datetime.now(UTC).strftime("x%Y%m%d-%H%M%S-") + secrets.token_hex(2)
-
-
-def current_experiment() -> tuple[str, int] | None:
-    """``(experiment_id, index)`` when this process runs inside an experiment."""
-    value = os.environ.get(ENV, "")
-    xid, _, index = value.partition("/")
-    if not xid or not index.isdigit():
-        return None
-    return xid, int(index)
-
-
-def note_recorded_run(run_id: str, folder: Path) -> None:
-    """Inside an experiment: link the recorded run this notebook showed to its entry."""
-    current = current_experiment()
-    if current is None:
-        return
-    xid, index = current
-    links = experiments_dir() / xid / "links.jsonl"
-    links.parent.mkdir(parents=True, exist_ok=True)
-    with open(links, "a", encoding="utf-8") as f:
-        f.write(json.dumps({"index": index, "run_id": run_id,
-                            "folder": str(Path(folder).resolve())}) + "\n")
-
+from antrieb.notebook.experiment_record import (
+    ENV,
+    experiments_dir,
+    ingest,
+    linked_runs,
+    new_experiment_id,
+    sha256,
+    write_record,
+)
 
 # -- grids ------------------------------------------------------------------------------
 
@@ -117,73 +90,17 @@ def expand_grid(parameters: dict[str, Any] | None = None,
 # -- running ----------------------------------------------------------------------------
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def _write(folder: Path, record: dict[str, Any]) -> Path:
-    path = folder / "experiment.json"
-    tmp = folder / "experiment.json.tmp"
-    tmp.write_text(json.dumps(record, indent=1, default=str), encoding="utf-8")
-    os.replace(tmp, path)
-    return path
-
-
-def _linked_runs(xid: str, index: int) -> tuple[list[str], dict[str, str], str]:
-    """Run ids of one entry: live runs tagged with it, and recorded runs it showed."""
-    from antrieb.converge.record import runs_dir
-
-    run_ids: list[str] = []
-    dirs: dict[str, str] = {}
-    for path in sorted(runs_dir().glob("*/run.json")):
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        if data.get("experiment_id") == xid and data.get("experiment_index") == index:
-            run_ids.append(str(data.get("run_id", path.parent.name)))
-            dirs[run_ids[-1]] = str(path.parent)
-    live = bool(run_ids)
-    links = experiments_dir() / xid / "links.jsonl"
-    recorded = False
-    if links.exists():
-        for line in links.read_text(encoding="utf-8").split("\n"):
-            try:
-                link = json.loads(line)
-            except ValueError:
-                continue  # an empty last line
-            if link.get("index") == index and link.get("run_id") not in dirs:
-                run_ids.append(str(link["run_id"]))
-                dirs[str(link["run_id"])] = str(link.get("folder", ""))
-                recorded = True
-    mode = "live" if live and not recorded else "recorded" if recorded and not live \
-        else "mixed" if live else "none"
-    return run_ids, dirs, mode
-
-
-def _ingest(path: Path) -> str | None:
-    """Hand the record to the run store if it has the hook (``antrieb.store``)."""
-    try:
-        from antrieb import store  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    ingest = getattr(store, "ingest_experiment", None)
-    if ingest is None:
-        return None
-    try:
-        ingest(path)
-    except Exception as exc:  # the experiment itself is done and recorded
-        return f"run store ingest failed: {exc}"
-    return None
-
-
 def run_experiment(notebook: str | Path, parameters: dict[str, Any] | None = None, *,
                    grid: dict[str, Any] | list[dict[str, Any]] | str | Path | None = None,
                    kernel: str | None = None, cwd: str | Path | None = None,
                    timeout: float | None = None, rerun_of: str | None = None,
-                   log: Any = None) -> Any:
+                   log: Any = None, client: Any = None) -> Any:
     """Run ``notebook`` once per parameter set with papermill; returns the results as a
     pandas DataFrame (one row per entry). A failing entry is recorded and the rest go on.
+
+    With ``client`` (a ``dask.distributed.Client``) each entry is one Dask task on a
+    worker (:mod:`antrieb.notebook.distributed`); entries then also record the
+    ``worker``/``host`` that ran them and every ``attempts`` (a retry after a lost worker).
     """
     import papermill
 
@@ -197,10 +114,16 @@ def run_experiment(notebook: str | Path, parameters: dict[str, Any] | None = Non
     folder = experiments_dir() / xid
     (folder / "notebooks").mkdir(parents=True)
     record: dict[str, Any] = {
-        "experiment_id": xid, "notebook": str(source), "notebook_sha256": _sha256(source),
+        "experiment_id": xid, "notebook": str(source), "notebook_sha256": sha256(source),
         "created": time.time(), "rerun_of": rerun_of, "kernel": kernel, "grid": [],
     }
-    _write(folder, record)
+    write_record(folder, record)
+    if client is not None:
+        from antrieb.notebook.distributed import run_cells
+
+        run_cells(client, source, entries, folder, record, kernel=kernel, cwd=cwd,
+                  timeout=timeout, log=log)
+        return _finish(folder, record, log)
     previous = os.environ.get(ENV)
     try:
         for index, params in enumerate(entries):
@@ -211,7 +134,7 @@ def run_experiment(notebook: str | Path, parameters: dict[str, Any] | None = Non
                                      "mode": "none", "started": time.time(),
                                      "finished": None}
             record["grid"].append(entry)
-            _write(folder, record)
+            write_record(folder, record)
             if log:
                 log(f"[{index + 1}/{len(entries)}] {source.name} {params}")
             os.environ[ENV] = f"{xid}/{index}"
@@ -224,15 +147,19 @@ def run_experiment(notebook: str | Path, parameters: dict[str, Any] | None = Non
             except Exception as exc:  # PapermillExecutionError, a dead kernel, ...
                 entry["status"], entry["error"] = "failed", f"{type(exc).__name__}: {exc}"[:4000]
             entry["finished"] = time.time()
-            entry["run_ids"], entry["run_dirs"], entry["mode"] = _linked_runs(xid, index)
-            _write(folder, record)
+            entry["run_ids"], entry["run_dirs"], entry["mode"] = linked_runs(xid, index)
+            write_record(folder, record)
     finally:
         if previous is None:
             os.environ.pop(ENV, None)
         else:
             os.environ[ENV] = previous
-    path = _write(folder, record)
-    problem = _ingest(path)
+    return _finish(folder, record, log)
+
+
+def _finish(folder: Path, record: dict[str, Any], log: Any) -> Any:
+    path = write_record(folder, record)
+    problem = ingest(path)
     if problem and log:
         log(problem)
     return experiment_frame(record)
@@ -307,6 +234,8 @@ def experiment_frame(record: dict[str, Any] | str) -> Any:
                      **entry["parameters"], "status": entry["status"],
                      "error": entry.get("error"), "mode": entry.get("mode"),
                      "run_ids": list(entry.get("run_ids") or []), **figures,
+                     **({"worker": entry.get("worker"), "host": entry.get("host"),
+                         "attempts": len(entry["attempts"])} if "attempts" in entry else {}),
                      "seconds": (entry["finished"] or 0) - entry["started"]
                      if entry.get("finished") else None,
                      "output": entry["output"]})

@@ -153,6 +153,6 @@ def play(source: str | Path, *, speed: float | None = 30.0, max_gap: float = 1.5
 
 def _link_to_experiment(recorded: RecordedRun) -> None:
     """Inside an experiment, note which recorded run this notebook showed."""
-    from antrieb.notebook import experiments
+    from antrieb.notebook import experiment_record
 
-    experiments.note_recorded_run(recorded.run_id, recorded.folder)
+    experiment_record.note_recorded_run(recorded.run_id, recorded.folder)

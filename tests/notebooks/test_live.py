@@ -78,7 +78,7 @@ def test_the_stop_button_stops_the_run_and_the_cluster() -> None:
 
 def test_runs_inside_an_experiment_are_tagged_and_linked(monkeypatch) -> None:
     from antrieb.converge.record import load_run
-    from antrieb.notebook.experiments import _linked_runs
+    from antrieb.notebook.experiment_record import linked_runs as _linked_runs
 
     monkeypatch.setenv("ANTRIEB_EXPERIMENT", "x-test/3")
     example = load_example("nginx-lb")
