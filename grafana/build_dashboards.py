@@ -187,7 +187,14 @@ def run_detail() -> dict:
                           "checks again; residue = what the scripts left behind."),
         panel("Residue", "table", f"""
             SELECT iteration, node, kind, item, detail
-            FROM residue WHERE {RUN} ORDER BY iteration, node, kind, item""",
+            FROM residue WHERE {RUN}
+            UNION ALL
+            SELECT MAX(iteration), '-', 'none', 'nothing left behind',
+                   'the proof found no residue'
+            FROM iterations WHERE {RUN} AND phase = 'verify'
+              AND NOT EXISTS (SELECT 1 FROM residue WHERE {RUN})
+            HAVING COUNT(*) > 0
+            ORDER BY 1, 2, 3, 4""",
               description="Scratch files, private keys others may read, packages no "
                           "script names: left on the proof's nodes."),
         panel("Why each path was chosen", "table", f"""
