@@ -212,10 +212,11 @@ def _run_figures(folder: str) -> dict[str, Any]:
     timings = result.get("timings") or {}
     cost = result.get("cost") or {}
     return {"run_status": result.get("status"), "converged": result.get("status") ==
-            "converged", "iterations": sum(1 for it in its if it.get("phase") == "attempt"),
+            "converged", "iterations": len(its),  # every fresh cluster, as on every surface
             "paths": [it["recovery"]["path"] for it in its if it.get("recovery")],
             "total_s": timings.get("total_s"), "llm_s": timings.get("llm_s"),
-            "tokens": (cost.get("prompt_tokens") or 0) + (cost.get("completion_tokens") or 0),
+            "tokens": None if cost.get("prompt_tokens") is None  # not measured, not 0
+            else cost["prompt_tokens"] + (cost.get("completion_tokens") or 0),
             "model": data.get("model"), "provider": data.get("provider")}
 
 

@@ -55,8 +55,11 @@ def test_troubleshoot_run_renders_diff_transcript_and_proof() -> None:
     assert 'antrieb-diff-del">-    listen 127.0.0.1:8080;' in html
     assert 'antrieb-diff-add">+    listen 8080;' in html
     assert "ss -ltnp" in render.transcript(view)
-    assert "playback of a run recorded 2026-11-30" in html
+    assert "playback of a run recorded 2026-12-02" in html
     assert "idempotent" in render.final(view)
+    # the proof's gates and the residue report, from the run's ProofFinished event
+    assert "reboot: every node rebooted, every check passed again" in render.final(view)
+    assert "nothing left behind" in render.final(view) or "Residue" in render.final(view)
 
 
 def test_charts_are_the_engine_timings() -> None:
