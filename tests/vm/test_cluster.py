@@ -112,8 +112,9 @@ def test_packages_come_through_the_proxy_and_the_cache(cluster_factory):
     pkg = "sl"  # small, not in the image
     for _ in range(2):
         cluster = cluster_factory(nodes=1)
-        r = cluster["node1"].run(f"DEBIAN_FRONTEND=noninteractive apt-get install -y -q {pkg}",
-                                 timeout=300)
+        # a fresh server: its package lists come first, through the proxy too
+        r = cluster["node1"].run("apt-get update -q && DEBIAN_FRONTEND=noninteractive "
+                                 f"apt-get install -y -q {pkg}", timeout=300)
         assert r.ok, r.stdout[-2000:] + r.stderr[-2000:]
         assert cluster["node1"].run("test -x /usr/games/sl").ok
         cluster.down()

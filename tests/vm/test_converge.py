@@ -105,7 +105,8 @@ def test_stop_tears_the_cluster_down_within_a_second(debian12):
         "name": "stop-me", "request": "install nginx",
         "topology": {"nodes": [{"name": "node1", "role": "app"},
                                {"name": "node2", "role": "app"}]},
-        "artifacts": {"tool": "shell", "scripts": {"app": "apt-get install -y nginx\n"}},
+        "artifacts": {"tool": "shell",
+                      "scripts": {"app": "apt-get update\napt-get install -y nginx\n"}},
         "checks": [{"name": "nginx", "node": "node1", "command": "true"}]})
     conv = Converger(task, provider=ReplayProvider(load_example("nginx-lb").recording()))
     stepping = threading.Event()
