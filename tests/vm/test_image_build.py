@@ -78,7 +78,9 @@ def test_disk_contents(art):
     assert debugfs(art.disk, "cat /etc/resolv.conf") == ""
     keys = debugfs(art.disk, "ls /etc/ssh")
     assert "ssh_host_ed25519_key" in keys and "ssh_host_rsa_key" not in keys
-    assert "StrictHostKeyChecking no" in debugfs(art.disk, "cat /etc/ssh/ssh_config.d/antrieb.conf")
+    client = debugfs(art.disk, "cat /etc/ssh/ssh_config.d/antrieb.conf")
+    assert "StrictHostKeyChecking yes" in client  # every node has its own host key
+    assert "GlobalKnownHostsFile /run/antrieb/known_hosts" in client
     assert "modules.dep" in debugfs(art.disk, f"ls /usr/lib/modules/{art.kernel_version}")
 
 

@@ -548,6 +548,9 @@ static void handle(const char *line) {
     if (get_str(line, "op", op, sizeof op)) {
         put("{\"id\":null,\"ok\":false,\"error\":\"bad request\"}");
     } else if (strcmp(op, "ping") == 0) {
+        /* A ping comes before a reboot (the host reads the boot id): the identity must be
+         * on disk by then, or the node comes back without its name and address. */
+        if (pending_persist) persist_identity();
         /* the boot id tells a rebooted guest from the one that was asked to reboot */
         char boot[40] = "";
         int fd = open("/proc/sys/kernel/random/boot_id", O_RDONLY | O_CLOEXEC);
