@@ -78,6 +78,7 @@ class Database:
         self.url, self.conn, self.dialect = url, conn, dialect
         self.lock = threading.RLock()
         self._depth = 0
+        self._columns: dict[str, set[str]] = {}  # table -> its columns, read once
 
     # -- plain SQL --------------------------------------------------------------------
 
@@ -135,7 +136,12 @@ class Database:
         if not rows:
             return
         key = PRIMARY_KEYS[table]
-        cols = list(rows[0])
+        # a store older than this antrieb (opened without migrating) keeps what it has
+        # tables and columns for: a newer table or field is left out, not an error
+        have = self._table_columns(table)
+        if not have:
+            return
+        cols = [c for c in rows[0] if c in have]
         rest = [c for c in cols if c not in key]
         sql = (f"INSERT INTO {table} ({', '.join(cols)}) VALUES "
                f"({', '.join('?' for _ in cols)}) ON CONFLICT ({', '.join(key)}) ")
@@ -193,6 +199,16 @@ class Database:
         _, rows = self.rows("SELECT MAX(version) FROM schema_version")
         return int(rows[0][0] or 0)
 
+    def _table_columns(self, table: str) -> set[str]:
+        """The table's columns; empty if this store has no such table (yet)."""
+        if table not in self._columns:
+            try:
+                names, _ = self.rows(f"SELECT * FROM {table} WHERE 1 = 0")
+            except StoreError:
+                names = []
+            self._columns[table] = set(names)
+        return self._columns[table]
+
     def migrate(self) -> list[int]:
         """Apply the migrations this store lacks; returns the versions applied."""
         applied: list[int] = []
@@ -207,6 +223,8 @@ class Database:
             except Exception as exc:
                 raise StoreError(self.url, f"migration failed: {type(exc).__name__}: "
                                  f"{exc}") from exc
+            finally:
+                self._columns.clear()  # a migration may add columns
         return applied
 
     def _pending(self, current: int) -> list:
