@@ -209,7 +209,8 @@ def run_detail() -> dict:
             FROM failures WHERE {RUN} ORDER BY iteration, at""", w=24, h=7),
         panel("Check results", "table", f"""
             SELECT iteration, name, node, CASE WHEN rerun = 1 THEN 'idempotence'
-                   WHEN after_reboot = 1 THEN 'after reboot' ELSE 'first' END AS pass, CASE WHEN passed = 1 THEN 'pass' ELSE 'FAIL' END AS result,
+                   WHEN after_reboot = 1 THEN 'after reboot' ELSE 'first' END AS pass,
+                   CASE WHEN passed = 1 THEN 'pass' ELSE 'FAIL' END AS result,
                    ROUND(seconds::numeric, 2) AS seconds, detail
             FROM checks WHERE {RUN} ORDER BY at""", w=24, h=9),
         panel("Steps", "table", f"""
