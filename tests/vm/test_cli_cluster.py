@@ -4,11 +4,12 @@ everything torn down at end of input."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from antrieb.bench_soak import descendants
 
 from .conftest import qemu_pids
 
@@ -16,23 +17,7 @@ from .conftest import qemu_pids
 def qemu_pids_under(root: int) -> set[int]:
     """antrieb's QEMU processes descending from ``root``: other work on the machine may
     run VMs of its own at the same time."""
-    parents: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    parents[int(entry)] = int(f.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, ValueError, IndexError):
-                continue
-    mine = set()
-    for pid in qemu_pids():
-        p = pid
-        while p > 1:
-            p = parents.get(p, 0)
-            if p == root:
-                mine.add(pid)
-                break
-    return mine
+    return qemu_pids() & set(descendants(root))
 
 
 def test_cluster_up_runs_stdin_commands_and_tears_down(debian12):

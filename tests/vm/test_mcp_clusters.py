@@ -13,6 +13,7 @@ import time
 import anyio
 import pytest
 
+from antrieb.bench_soak import descendants
 from antrieb.vm import saved
 from tests.integration.conftest import mcp_client
 
@@ -34,27 +35,14 @@ def _env(**extra: str) -> dict[str, str]:
 def cluster_namespaces() -> set[str]:
     """Network namespaces (other than ours) of processes descending from this test: one a
     cluster, held by its supervisor and QEMUs."""
-    parents: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    parents[int(entry)] = int(f.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, ValueError, IndexError):
-                continue
-    ours, me = os.readlink("/proc/self/ns/net"), os.getpid()
-    found = set()
-    for pid in parents:
-        p = pid
-        while p > 1 and p != me:
-            p = parents.get(p, 0)
-        if p == me:
-            try:
-                ns = os.readlink(f"/proc/{pid}/ns/net")
-            except OSError:
-                continue
-            if ns != ours:
-                found.add(ns)
+    ours, found = os.readlink("/proc/self/ns/net"), set()
+    for pid in descendants():
+        try:
+            ns = os.readlink(f"/proc/{pid}/ns/net")
+        except OSError:
+            continue
+        if ns != ours:
+            found.add(ns)
     return found
 
 
