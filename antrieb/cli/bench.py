@@ -61,3 +61,29 @@ def bench_soak(clusters: Annotated[int, typer.Option(help="Clusters up and down 
         for key, value in figures.items():
             out.print(f"{key:20} {value}", markup=False)
     raise typer.Exit(0 if figures["no_growth"] else 1)
+
+
+@bench_app.command("apt-phases")
+def bench_apt_phases(packages: Annotated[str, typer.Option(
+                         help="Packages to install, comma-separated.")] = "nginx",
+                     image: Annotated[str, typer.Option(help="Image.")] = "debian-12",
+                     as_json: JsonOpt = False) -> None:
+    """Where apt spends its time in a guest (update on empty lists, then the install),
+    per phase, measured with strace.
+
+    Example: antrieb bench apt-phases --packages nginx --json
+    """
+    from antrieb.bench_apt import bench_apt_phases as run_phases
+
+    names = [p for p in packages.split(",") if p.strip()]
+    figures = call(run_phases, names, image=image)
+    if as_json:
+        print_json(figures)
+        return
+    for cmd in ("update", "install"):
+        f = figures[cmd]
+        out.print(f"apt-get {cmd}: {f['wall_s']:.1f}s, {f['processes']} processes, "
+                  f"{f['fsyncs']} fsyncs in {f['fsync_s']:.2f}s", markup=False)
+        total = sum(f["phases_s"].values()) or 1.0
+        for phase, s in f["phases_s"].items():
+            out.print(f"  {phase:20} {s:7.1f}s {100 * s / total:5.1f}%", markup=False)
