@@ -7,6 +7,10 @@ Every setting has a sane default; the environment overrides it:
 - ``ANTRIEB_IMAGES_DIR``: image recipes (default: the repository's ``images/``).
 - ``ANTRIEB_ACCEL``: ``kvm`` or ``tcg`` to skip the accelerator probe.
 - ``ANTRIEB_DRIVER``: the VM driver (default ``qemu``).
+- ``ANTRIEB_LAYERS``: ``0`` starts every attempt from the pristine golden (no package
+  layers; default on).
+- ``ANTRIEB_GUEST_TUNING``: ``0`` leaves apt's settings in the guest as the image has
+  them (default on: faster index downloads, same result).
 """
 
 from __future__ import annotations
@@ -34,6 +38,14 @@ def images_dir() -> Path:
     """The folder of image recipes (``*.yaml``)."""
     env = os.environ.get("ANTRIEB_IMAGES_DIR")
     return Path(env) if env else REPO_ROOT / "images"
+
+
+def flag(name: str, default: bool = True) -> bool:
+    """An on/off ``ANTRIEB_<NAME>`` setting: ``0``, ``no``, ``off``, ``false`` turn it off."""
+    value = setting(name)
+    if value is None or not value.strip():
+        return default
+    return value.strip().lower() not in {"0", "no", "off", "false"}
 
 
 def setting(name: str, default: str | None = None) -> str | None:

@@ -268,6 +268,23 @@ class Synthesized(Event):
     notes: str = ""
 
 
+class LayerChosen(Event):
+    """What a role's nodes start from in an iteration: a package layer (found in the cache,
+    or built now from the pristine golden) or the pristine golden, and why."""
+
+    kind: Literal["layer_chosen"] = "layer_chosen"
+    run_id: str
+    iteration: int
+    role: str
+    nodes: list[str] = Field(default_factory=list)
+    base: str  # the pristine image
+    image: str  # what the nodes start from: ``base`` or a layer's name
+    packages: list[str] = Field(default_factory=list)
+    outcome: Literal["hit", "built", "pristine"]
+    reason: str = ""
+    build_s: float = 0.0
+
+
 class IterationFinished(Event):
     kind: Literal["iteration_finished"] = "iteration_finished"
     run_id: str
@@ -291,7 +308,8 @@ AnyEvent = Annotated[
     | VMStateChanged | ClusterReady | CommandFinished | LLMExchange | LLMCallFinished
     | RunStarted | IterationStarted | StepFinished | CheckFinished | ProofFinished
     | FailureDiagnosed
-    | RecoveryChosen | TroubleshootTurn | Synthesized | IterationFinished | RunFinished,
+    | RecoveryChosen | TroubleshootTurn | Synthesized | LayerChosen | IterationFinished
+    | RunFinished,
     Field(discriminator="kind"),
 ]
 event_adapter: TypeAdapter[AnyEvent] = TypeAdapter(AnyEvent)

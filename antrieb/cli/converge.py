@@ -277,13 +277,29 @@ def runs_replay(run_id: Annotated[str, typer.Argument(help="A run id, or a run f
 
 
 @bench_app.command("converge")
-def bench_converge(name: str, as_json: JsonOpt = False) -> None:
+def bench_converge(name: str, as_json: JsonOpt = False,
+                   compare: Annotated[bool, typer.Option(
+                       "--compare", help="Run it twice: as before, then with package layers "
+                       "and guest tuning; prints the speedup.")] = False,
+                   warm: Annotated[bool, typer.Option(
+                       "--warm", help="With --compare: keep the layers already cached.")]
+                   = False) -> None:
     """Run an example offline and print its figures.
 
     Example: antrieb bench converge nginx-lb --json
+    (--compare: twice, without and with layers and guest tuning, and the speedup)
     """
-    from antrieb.converge.runs import bench_example
+    from antrieb.converge.runs import bench_compare, bench_example
 
+    if compare:
+        figures = call(bench_compare, name, cold=not warm)
+        if as_json:
+            print_json(figures)
+        else:
+            for key, value in figures.items():
+                out.print(f"{key:34} {value}", markup=False)
+        ok = all(figures[k]["converged"] for k in ("before", "layers_and_tuning"))
+        raise typer.Exit(0 if ok else 1)
     figures = _converge(bench_example, name)
     if as_json:
         print_json(figures)

@@ -26,6 +26,11 @@ from antrieb.converge.results import StepResult
 
 WORKDIR = "/root/antrieb"
 INSTALL_LOG = "/var/log/antrieb-install.log"
+APT_LOG = "/var/log/antrieb-apt.log"  # "rc program args" of every apt command, kept
+# Guest tuning (``tuned``): apt fetches the gzip lists instead of xz. Same index, same
+# packages; xz costs seconds more to unpack under emulation (antrieb bench apt-phases).
+APT_SPEED_CONF = "/etc/apt/apt.conf.d/00antrieb-speed"
+APT_SPEED = 'Acquire::CompressionTypes::Order:: "gz";\n'
 _MARK = "@@antrieb-install-seconds"
 _MARK_RE = re.compile(rf"\n?{_MARK} ([0-9.]+)\n?$")
 _RECAP = re.compile(r"^(\S+)\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)",
@@ -40,12 +45,16 @@ def _shim(program: str) -> str:
         f'/usr/bin/{program} "$@"\n'
         "rc=$?\n"
         f'echo "$s $(date +%s.%N) {program} $*" >> {INSTALL_LOG}\n'
+        f'echo "$rc {program} $*" >> {APT_LOG}\n'
         "exit $rc\n")
 
 
-def prepare_command() -> str:
-    """One command that installs the shims and the work folder on a node."""
-    parts = [f"mkdir -p {WORKDIR}", f": > {INSTALL_LOG}"]
+def prepare_command(tuned: bool = False) -> str:
+    """One command that installs the shims and the work folder on a node (and with
+    ``tuned``, the guest's apt speed settings)."""
+    parts = [f"mkdir -p {WORKDIR}", f": > {INSTALL_LOG}", f": > {APT_LOG}"]
+    if tuned:
+        parts.append(f"printf %s {shlex.quote(APT_SPEED)} > {APT_SPEED_CONF}")
     for program in ("apt-get", "apt"):
         path = f"/usr/local/sbin/{program}"
         parts.append(f"printf %s {shlex.quote(_shim(program))} > {path} && chmod 755 {path}")
@@ -87,13 +96,14 @@ def _run_step(node: RunsCommands, role: str, artifact: str, command: str,
                       timed_out=r.timed_out, install_s=install_s)
 
 
-def prepare_nodes(nodes: Sequence[RunsCommands], timeout: float = 120.0) -> None:
+def prepare_nodes(nodes: Sequence[RunsCommands], timeout: float = 120.0,
+                  tuned: bool = False) -> None:
     """Shims and work folder on every node, in parallel (this also opens SSH)."""
     # no `with`: on Ctrl-C it would wait for every worker (an SSH handshake takes
     # seconds under TCG) before the caller could tear the cluster down
     pool = ThreadPoolExecutor(max(1, len(nodes)))
     try:
-        list(pool.map(events.carry(lambda n: n.run(prepare_command(), timeout=timeout)),
+        list(pool.map(events.carry(lambda n: n.run(prepare_command(tuned), timeout=timeout)),
                       nodes))
     finally:
         pool.shutdown(wait=False, cancel_futures=True)

@@ -29,12 +29,13 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from antrieb import events
+from antrieb import config, events
 from antrieb.converge import apply as applying
 from antrieb.converge import proof
 from antrieb.converge.answers import Fix
 from antrieb.converge.checks import run_checks
 from antrieb.converge.design import design, synthesize
+from antrieb.converge.layers import Layers, with_images
 from antrieb.converge.models import ArtifactsT, Budgets, Check, Task, Topology, constrained
 from antrieb.converge.record import RunRecorder, experiment_meta, new_run_id
 from antrieb.converge.results import Iteration, RunResult, Status, tail
@@ -77,7 +78,8 @@ class Converger:
                  budgets: Budgets | None = None,
                  cluster_factory: Callable[[Topology], Any] | None = None,
                  record: bool = True, run_id: str | None = None,
-                 meta: dict[str, Any] | None = None) -> None:
+                 meta: dict[str, Any] | None = None, layers: bool | None = None,
+                 tuned: bool | None = None) -> None:
         self.task = task
         self.budgets = budgets or Budgets()
         self.run_id = run_id or new_run_id()
@@ -99,6 +101,10 @@ class Converger:
         else:
             self.provider = inner
         self.cluster_factory = cluster_factory or default_cluster_factory
+        # layers are real saved VMs: only for the real cluster factory
+        self.layers = Layers(self.run_id, enabled=(cluster_factory is None) and (
+            config.flag("layers") if layers is None else layers))
+        self.tuned = config.flag("guest_tuning") if tuned is None else tuned
         self.result = RunResult(run_id=self.run_id, task_name=task.name, status="failed",
                                 reason="not finished", record_dir=str(self.recorder.dir)
                                 if self.recorder else None)
@@ -176,9 +182,9 @@ class Converger:
 
     # -- clusters ---------------------------------------------------------------------
 
-    def _up(self, it: Iteration) -> Any:
+    def _up(self, it: Iteration, images: dict[str, str] | None = None) -> Any:
         assert self.topology is not None
-        cluster = self.cluster_factory(self.topology)
+        cluster = self.cluster_factory(with_images(self.topology, images or {}))
         with self._cluster_lock:
             self._cluster = cluster
         self._checkpoint()
@@ -188,7 +194,7 @@ class Converger:
         it.timings["_up_at"] = time.monotonic()
         self._checkpoint()
         t1 = time.monotonic()
-        applying.prepare_nodes(list(cluster.nodes))
+        applying.prepare_nodes(list(cluster.nodes), tuned=self.tuned)
         it.timings["prepare_s"] = time.monotonic() - t1
         return cluster
 
@@ -280,6 +286,7 @@ class Converger:
             "teardown_s": sum(it.timings.get("teardown_s", 0.0) for it in r.iterations),
             "install_s": sum(it.timings.get("install_s", 0.0) for it in r.iterations),
         })
+        r.timings.update(self.layers.totals(r.iterations))
         events.emit(events.RunFinished(run_id=self.run_id, status=status, reason=reason,
                                        iterations=len(r.iterations),
                                        seconds=r.timings["total_s"]))
@@ -324,12 +331,20 @@ class Converger:
             run_id=self.run_id, iteration=it.number, phase=phase,
             nodes={n.name: n.role for n in self.topology.nodes}))
         t0 = time.monotonic()
-        cluster = self._up(it)
+        images: dict[str, str] = {}
+        if phase == "attempt":  # the proof always starts from the pristine golden
+            images, build_s = self.layers.images(it.number, self.topology, artifacts)
+            if self.layers.enabled:
+                it.timings.update(layer_hits=float(len(images)), layer_build_s=build_s)
+        cluster = self._up(it, images)
         if phase == "verify":
             proof.baseline(cluster)  # what a fresh node holds, before any script ran
         it.steps, it.checks, apply_s, checks_s, install_s = self._apply_and_check(
             cluster, artifacts, it)
         it.timings.update(apply_s=apply_s, checks_s=checks_s, install_s=install_s)
+        if phase == "attempt" and self.layers.enabled:
+            self.layers.observe_cluster(cluster, it, self.result.iterations[:-1],
+                                        layered=bool(images))
         it.passed = all(s.ok for s in it.steps) and bool(it.checks) and all(
             c.passed for c in it.checks) and len(it.checks) == len(self.checks)
         if phase == "verify":

@@ -5,6 +5,7 @@ Example::
     again = replay_run("r20261130-051200-ab12")
     again.status   # the recorded run's status, reached offline
     bench_example("nginx-lb")["overhead_ratio"]
+    bench_compare("nginx-lb")["speedup"]   # package layers + guest tuning vs neither
 """
 
 from __future__ import annotations
@@ -77,3 +78,56 @@ def bench_example(name: str, **kwargs: Any) -> dict[str, Any]:
     figures["install_s"] = [round(it.timings.get("install_s", 0.0), 2)
                             for it in result.iterations]
     return figures
+
+
+def _layer_events() -> tuple[list[dict[str, Any]], Any]:
+    from antrieb import events
+
+    seen: list[dict[str, Any]] = []
+
+    def keep(e: events.Event) -> None:
+        if isinstance(e, events.LayerChosen):
+            seen.append({"iteration": e.iteration, "role": e.role, "outcome": e.outcome,
+                         "packages": e.packages, "build_s": e.build_s, "reason": e.reason})
+    return seen, events.subscribe(keep)
+
+
+def bench_compare(name: str, *, cold: bool = True) -> dict[str, Any]:
+    """The example twice in one invocation: as before (every attempt from the pristine
+    golden, the guest's apt as the image has it), then with package layers and guest
+    tuning; ``speedup`` is the first wall over the second. ``cold`` first removes the
+    layers of the example's images, so the second run pays for the layers it makes."""
+    from antrieb.examples import load_example
+    from antrieb.vm import saved
+
+    example = load_example(name)
+    images = {n.image for n in example.task.topology.nodes} if example.task.topology else set()
+    warm_up(images)
+    removed = []
+    if cold:
+        for m in saved.list_saved():
+            if m.get("kind") == "layer" and m.get("base") in images:
+                saved.remove(m["name"])
+                removed.append(m["name"])
+    runs: dict[str, Any] = {}
+    for label, on in (("before", False), ("layers_and_tuning", True)):
+        seen, unsubscribe = _layer_events()
+        try:
+            result = example.converger(layers=on, tuned=on).run()
+        finally:
+            unsubscribe()
+        install = [round(it.timings.get("install_s", 0.0), 2) for it in result.iterations]
+        runs[label] = {
+            "status": result.status, "converged": result.converged,
+            "wall_s": round(result.timings.get("total_s", 0.0), 2), "install_s": install,
+            "phases": [it.phase for it in result.iterations],
+            "layer_hits": int(sum(it.timings.get("layer_hits", 0.0)
+                                  for it in result.iterations)),
+            "layers": seen, "run_id": result.run_id,
+            "proof": result.proof.gates() if result.proof else None}
+    before, after = runs["before"]["wall_s"], runs["layers_and_tuning"]["wall_s"]
+    new = runs["layers_and_tuning"]["install_s"]
+    return {"example": name, "cold": cold, "layers_removed_first": removed, **runs,
+            "speedup": round(before / after, 3) if after else None,
+            "iteration2_over_iteration1_install": round(new[1] / new[0], 3)
+            if len(new) > 1 and new[0] else None}

@@ -14,6 +14,7 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import shutil
@@ -82,6 +83,20 @@ def finish(folder: Path, manifest: dict[str, Any]) -> dict[str, Any]:
     tmp.write_text(json.dumps(manifest, indent=1))
     tmp.replace(folder / "manifest.json")
     return {**manifest, "dir": str(folder)}
+
+
+def annotate(name: str, **fields: Any) -> dict[str, Any]:
+    """Add ``fields`` to a saved image's manifest (e.g. a package layer's ``kind``)."""
+    manifest = load(name)
+    folder = Path(manifest.pop("dir"))
+    return finish(folder, {**manifest, **fields})
+
+
+def mark_used(name: str) -> None:
+    """Record that a cluster starts from it now (the cache evicts the least recently used)."""
+    if _NAME.match(name):
+        with contextlib.suppress(OSError):
+            (root() / name / ".last_used").touch()
 
 
 def remove(name: str) -> None:
