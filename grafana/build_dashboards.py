@@ -174,6 +174,19 @@ def run_detail() -> dict:
             FROM iterations WHERE {RUN} ORDER BY iteration""",
               options={"xField": "iteration", "stacking": "none"},
               fieldConfig={"defaults": {"unit": "s"}, "overrides": []}),
+        panel("Package layers", "table", f"""
+            SELECT iteration, phase,
+                   COALESCE((timings::json->>'layer_hits')::float, 0)::int
+                   AS nodes_from_layer,
+                   ROUND(((timings::json->>'layer_build_s')::float)::numeric, 1)
+                   AS layer_build_s,
+                   ROUND(install_s::numeric, 1) AS install_s,
+                   ROUND(((timings::json->>'install_saved_s')::float)::numeric, 1)
+                   AS install_saved_s
+            FROM iterations WHERE {RUN} ORDER BY iteration""",
+              description="Nodes that started from a package layer, the seconds spent "
+                          "making layers, and the install seconds saved against the "
+                          "run's last attempt from the pristine golden (both measured)."),
         panel("Proof gates", "table", f"""
             SELECT iteration, CASE WHEN fresh_server = 1 THEN 'yes' ELSE 'no' END
                    AS fresh_server,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from antrieb.notebook.render import SEGMENTS, segment_seconds
+from antrieb.notebook.render import SEGMENTS, layer_note, segment_seconds
 from antrieb.notebook.state import RunView
 
 NODE_SEGMENTS = [("ready", "#0969da"), ("package installs", "#d4a72c"),
@@ -30,7 +30,7 @@ def iteration_series(v: RunView) -> tuple[list[str], dict[str, list[float]]]:
     """x labels of finished iterations and, per segment, its seconds in each."""
     done = [it for it in v.iterations if it.passed is not None]
     seconds = [segment_seconds(it) for it in done]
-    return ([f"#{it.number} {it.phase}" for it in done],
+    return ([f"#{it.number} {it.phase}{layer_note(it)}" for it in done],
             {label: [round(s[label], 2) for s in seconds] for label, _, _ in SEGMENTS})
 
 
