@@ -4,6 +4,8 @@ Every setting has a sane default; the environment overrides it:
 
 - ``ANTRIEB_CACHE``: built images, golden snapshots, the package cache
   (default ``$XDG_CACHE_HOME/antrieb`` or ``~/.cache/antrieb``).
+- ``ANTRIEB_CACHE_MAX``: how big the cache may grow (``20G``; see
+  :mod:`antrieb.vm.cachedir`).
 - ``ANTRIEB_IMAGES_DIR``: image recipes (default: the repository's ``images/``).
 - ``ANTRIEB_ACCEL``: ``kvm`` or ``tcg`` to skip the accelerator probe.
 - ``ANTRIEB_DRIVER``: the VM driver (default ``qemu``).

@@ -80,6 +80,17 @@ class GoldenSnapshotReady(Event):
     cached: bool
 
 
+class CacheEvicted(Event):
+    """An entry of the cache was deleted to keep it under its limit
+    (:func:`antrieb.vm.cachedir.prune`)."""
+
+    kind: Literal["cache_evicted"] = "cache_evicted"
+    entry_kind: str  # image, golden, layer
+    name: str
+    bytes: int
+    reason: str  # "outdated: ..." or "least recently used"
+
+
 class ClusterStateChanged(Event):
     kind: Literal["cluster_state"] = "cluster_state"
     cluster: str
@@ -304,7 +315,7 @@ class RunFinished(Event):
 
 
 AnyEvent = Annotated[
-    ImageBuildProgress | ImageBuilt | GoldenSnapshotReady | ClusterStateChanged
+    ImageBuildProgress | ImageBuilt | GoldenSnapshotReady | CacheEvicted | ClusterStateChanged
     | VMStateChanged | ClusterReady | CommandFinished | LLMExchange | LLMCallFinished
     | RunStarted | IterationStarted | StepFinished | CheckFinished | ProofFinished
     | FailureDiagnosed

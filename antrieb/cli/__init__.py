@@ -10,6 +10,7 @@ import sys
 
 from antrieb.cli import (  # noqa: F401  (each registers its commands on the app)
     bench,
+    cache,
     cluster,
     converge,
     experiment,

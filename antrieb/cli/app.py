@@ -43,6 +43,9 @@ def _progress_printer(event: events.Event) -> None:
         err.print(f"image {event.image} {event.content_hash[:12]} {how}")
     elif isinstance(event, events.GoldenSnapshotReady) and not event.cached:
         err.print(f"golden snapshot of {event.image} made in {event.seconds:.1f}s")
+    elif isinstance(event, events.CacheEvicted):
+        err.print(f"[dim]cache: evicted {event.entry_kind} {event.name} "
+                  f"({event.bytes / 2**20:.0f} MiB, {event.reason})[/dim]")
     elif isinstance(event, events.ClusterReady):
         err.print(f"cluster {event.cluster} ready in {event.seconds:.2f}s "
                   f"({event.driver}, {event.accel})")

@@ -53,3 +53,27 @@ def cpu_seconds(pid: int) -> float | None:
     if not fields:
         return None
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def open_files(under: str | os.PathLike[str]) -> set[str]:
+    """Every file below ``under`` that some process we may look at holds open (its
+    ``/proc/PID/fd`` links; a deleted file keeps its old path). A VM's QEMU holds its
+    disk chain and RAM file open for as long as it runs."""
+    prefix = os.path.realpath(under).rstrip("/") + "/"
+    found: set[str] = set()
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        fds = f"/proc/{entry.name}/fd"
+        try:
+            names = os.listdir(fds)
+        except OSError:  # gone, or not ours to look at
+            continue
+        for fd in names:
+            try:
+                target = os.readlink(f"{fds}/{fd}")
+            except OSError:
+                continue
+            if target.startswith(prefix):
+                found.add(target.removesuffix(" (deleted)"))
+    return found

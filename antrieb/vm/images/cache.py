@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from antrieb import events
+from antrieb.vm import cachedir
 from antrieb.vm.images import builder
 from antrieb.vm.images.artifacts import ImageArtifacts, artifact_dir, images_root
 from antrieb.vm.images.recipes import catalogue, get_recipe
@@ -56,6 +57,7 @@ def build(name: str, *, force: bool = False) -> ImageArtifacts:
         if not force:
             art = ImageArtifacts.load(final)
             if art is not None:
+                cachedir.mark_used(final)
                 events.emit(events.ImageBuilt(image=name, content_hash=digest,
                                               seconds=time.monotonic() - started, cached=True))
                 return art
@@ -73,8 +75,10 @@ def build(name: str, *, force: bool = False) -> ImageArtifacts:
             raise
     art = ImageArtifacts.load(final)
     assert art is not None, "a just-built image must load"
+    cachedir.mark_used(final)
     events.emit(events.ImageBuilt(image=name, content_hash=digest,
                                   seconds=time.monotonic() - started, cached=False))
+    cachedir.auto_prune()
     return art
 
 

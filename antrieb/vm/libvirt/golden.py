@@ -25,6 +25,7 @@ from pathlib import Path
 
 from antrieb import config, events, hosttools
 from antrieb.errors import MissingToolError, SupervisorError, VMError
+from antrieb.vm import cachedir
 from antrieb.vm.accel import Accel, host_tsc_khz
 from antrieb.vm.golden import GoldenBase, golden_identity, launch_cold, qemu_version
 from antrieb.vm.libvirt.migration_stream import StreamFormatError, strip_ram_block
@@ -159,10 +160,12 @@ def ensure_golden(image, *, accel: Accel, mem_mb: int = 512, cpus: int = 1) -> L
     t0 = time.monotonic()
     with open(root / f"{final.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (final / "manifest.json").exists():
+        made = not (final / "manifest.json").exists()
+        if made:
             _make_golden(image, final, key=key, accel=accel.name, mem_mb=mem_mb, cpus=cpus,
                          append=append)
         data = json.loads((final / "manifest.json").read_text())
+        cachedir.mark_used(final)
     golden = LibvirtGolden(image=image.name, key=key, dir=final, kernel=Path(image.kernel),
                            initrd=Path(image.initrd), append=append, accel=accel.name,
                            mem_mb=mem_mb, cpus=cpus, host_key=data["host_key"],
@@ -170,6 +173,8 @@ def ensure_golden(image, *, accel: Accel, mem_mb: int = 512, cpus: int = 1) -> L
     events.emit(events.GoldenSnapshotReady(image=image.name, key=key[:12],
                                            seconds=time.monotonic() - t0,
                                            cached=time.monotonic() - t0 < 1.0))
+    if made:
+        cachedir.auto_prune()
     return golden
 
 

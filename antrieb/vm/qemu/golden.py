@@ -21,6 +21,7 @@ from pathlib import Path
 
 from antrieb import config, events, hosttools
 from antrieb.errors import VMError
+from antrieb.vm import cachedir
 from antrieb.vm.accel import Accel, host_tsc_khz
 from antrieb.vm.golden import GoldenBase, golden_identity, launch_cold, qemu_version
 from antrieb.vm.net import plan as netplan
@@ -95,16 +96,20 @@ def ensure_golden(image, *, accel: Accel, mem_mb: int = 512, cpus: int = 1) -> G
     with open(root / f"{image.name}-{key[:12]}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         manifest = final / "manifest.json"
-        if not manifest.exists():
+        made = not manifest.exists()
+        if made:
             _make_golden(image, final, key=key, accel=accel.name, mem_mb=mem_mb, cpus=cpus,
                          append=append)
         data = json.loads(manifest.read_text())
+        cachedir.mark_used(final)
     golden = Golden(image=image.name, key=key, dir=final, kernel=Path(image.kernel),
                     initrd=Path(image.initrd), append=append, accel=accel.name, mem_mb=mem_mb,
                     cpus=cpus, host_key=data["host_key"], cold_boot_s=data["cold_boot_s"])
     cached = time.monotonic() - t0 < 1.0
     events.emit(events.GoldenSnapshotReady(image=image.name, key=key[:12],
                                            seconds=time.monotonic() - t0, cached=cached))
+    if made:
+        cachedir.auto_prune()
     return golden
 
 
@@ -159,6 +164,7 @@ def saved_golden(name: str, *, accel: str, mem_mb: int, cpus: int) -> Golden:
     from antrieb.vm import saved
 
     m = saved.load(name)
+    cachedir.mark_used(m["dir"])
     shape, ours = (m["accel"], m["mem_mb"], m["cpus"]), (accel or m["accel"], mem_mb, cpus)
     if shape != ours:
         raise ConfigError(f"saved image {name!r} was made for {shape[1]} MiB, {shape[2]} "

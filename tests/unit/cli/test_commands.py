@@ -56,5 +56,5 @@ def test_python_m_runs_the_whole_command():
         out = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True,
                              text=True, timeout=120)
         assert out.returncode == 0, out.stderr
-        for group in ("examples", "runs", "store", "mcp", "experiment", "bench"):
+        for group in ("examples", "runs", "store", "mcp", "experiment", "bench", "cache"):
             assert group in out.stdout, (module, group, out.stdout)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from antrieb.vm.procfs import pids_in_namespace, stat_fields
+from antrieb.vm.procfs import open_files, pids_in_namespace, stat_fields
 
 
 def test_stat_fields_survive_a_command_name_with_spaces_and_parens(tmp_path):
@@ -41,6 +41,24 @@ def test_the_processes_of_a_network_namespace_and_no_others():
         assert ns != os.readlink("/proc/self/ns/net")
         assert pids_in_namespace("net", ns) == [child.pid]
         assert os.getpid() in pids_in_namespace("net", os.readlink("/proc/self/ns/net"))
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_open_files_below_a_folder_of_any_process(tmp_path):
+    (tmp_path / "kept").write_bytes(b"x")
+    (tmp_path / "gone").write_bytes(b"x")
+    (tmp_path / "closed").write_bytes(b"x")
+    with (tmp_path / "kept").open("rb") as kept:
+        child = subprocess.Popen(["sleep", "30"], stdin=kept)  # held by another process
+    try:
+        with (tmp_path / "gone").open("rb"):
+            (tmp_path / "gone").unlink()  # a deleted file keeps its old path
+            found = open_files(tmp_path)
+        assert found >= {str(tmp_path / "kept"), str(tmp_path / "gone")}
+        assert str(tmp_path / "closed") not in found
+        assert open_files(tmp_path / "elsewhere") == set()
     finally:
         child.kill()
         child.wait()

@@ -1,0 +1,1 @@
+from tests.unit.vm.cachedir.fake import cache  # noqa: F401  (the fixture: a small real cache)
