@@ -21,13 +21,11 @@ is full) falls back to the pristine golden, said in a :class:`~antrieb.events.La
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import re
 import shlex
 import time
-from collections.abc import Iterator
 from typing import Any
 
 from antrieb import events
@@ -108,27 +106,15 @@ def layer_name(image: str, packages: set[str]) -> str:
     return "layer-" + hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:20]
 
 
-@contextlib.contextmanager
-def _building(name: str) -> Iterator[None]:
-    """One build of a layer at a time across processes (a second waits, then finds it)."""
-    from antrieb.vm import saved
-
-    with (saved.root() / f".{name}.lock").open("a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 def build(image: str, packages: set[str], *, timeout: float = 1800.0) -> dict[str, Any]:
     """Make (or find) the layer of ``packages`` on ``image``; its manifest. Raises on a
     failed install or a driver that cannot save a node."""
     from antrieb.cluster import Cluster
-    from antrieb.vm import saved
+    from antrieb.vm import cachedir, saved
 
     name = layer_name(image, packages)
-    with _building(name):
+    # the entry's lock: a second build of it waits (then finds it), a prune leaves it alone
+    with cachedir.locked(saved.root() / name):
         if saved.exists(name):
             return saved.load(name)
         t0 = time.monotonic()
@@ -145,9 +131,11 @@ def build(image: str, packages: set[str], *, timeout: float = 1800.0) -> dict[st
                 raise RuntimeError(f"the install failed ({r.exit_status}): "
                                    f"{(r.stderr or r.stdout)[-400:]}")
             cluster.save_node("node", name)
-        return saved.annotate(name, kind="layer", base=image, packages=sorted(packages),
-                              install_s=round(install_s, 2),
-                              build_s=round(time.monotonic() - t0, 2))
+        manifest = saved.annotate(name, kind="layer", base=image, packages=sorted(packages),
+                                  install_s=round(install_s, 2),
+                                  build_s=round(time.monotonic() - t0, 2))
+    cachedir.auto_prune()
+    return manifest
 
 
 def with_images(topology: Topology, images: dict[str, str]) -> Topology:

@@ -14,7 +14,6 @@ Example::
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 import shutil
@@ -94,9 +93,10 @@ def annotate(name: str, **fields: Any) -> dict[str, Any]:
 
 def mark_used(name: str) -> None:
     """Record that a cluster starts from it now (the cache evicts the least recently used)."""
+    from antrieb.vm import cachedir
+
     if _NAME.match(name):
-        with contextlib.suppress(OSError):
-            (root() / name / ".last_used").touch()
+        cachedir.mark_used(root() / name)
 
 
 def remove(name: str) -> None:
