@@ -17,6 +17,9 @@ from typing import Any, Protocol
 from urllib.parse import quote, unquote, urljoin, urlsplit
 
 from antrieb.vm.net import aptfault
+from antrieb.vm.net.cachefiles import atomic_write_text as _atomic_write_text
+from antrieb.vm.net.cachefiles import is_immutable as _is_immutable
+from antrieb.vm.net.cachefiles import read_meta as _read_meta
 from antrieb.vm.net.plan import APT_PSEUDO_HOST
 
 CHUNK = 256 * 1024
@@ -29,23 +32,6 @@ class _Denied(Exception):
 
 class _ClientGone(Exception):
     pass
-
-
-def _is_immutable(rel: str) -> bool:
-    return rel.startswith("pool/") or "/by-hash/" in f"/{rel}"
-
-
-def _read_meta(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 class ProxyState(Protocol):
@@ -332,7 +318,11 @@ class ProxyHandler(BaseHTTPRequestHandler):
         }
         # Without a length we cannot stream under HTTP/1.1 keep-alive (no chunked
         # encoding here): fetch it whole into the cache first, then serve the file.
-        stream = length is not None and not head
+        # A client whose copy is as new as the mirror's gets 304 once the body is cached,
+        # as from a real mirror: apt then keeps its lists and skips the signature check
+        # (seconds per index under emulation, on every re-run of apt-get update).
+        unchanged = self._not_modified_for_client(meta)
+        stream = length is not None and not head and not unchanged
         headers_sent = cached = False
         sent = 0
         try:
@@ -386,6 +376,12 @@ class ProxyHandler(BaseHTTPRequestHandler):
             return
         if stream:
             self._finish(200, "MISS", sent)
+            return
+        if unchanged:
+            self.send_response(304)
+            self.send_header("X-Antrieb-Cache", "MISS")
+            self.end_headers()
+            self._finish(304, "MISS", 0)
             return
         with path.open("rb") as f:
             self.send_response(200)

@@ -243,6 +243,19 @@ def test_client_if_modified_since_gets_304(proxy):
     assert status == 304 and body == b""
 
 
+def test_client_as_new_as_the_mirror_gets_304_also_when_the_proxy_fetched_again(proxy):
+    # the proxy's copy is gone or stale, so it fetches the whole index (200 upstream);
+    # the client's copy is as new: it gets 304 (apt keeps its lists, skips the signature
+    # check), and the index is cached for the next client
+    p, port = proxy
+    status, _headers, body = get(port, "/debian/dists/bookworm/InRelease",
+                                headers={"If-Modified-Since": LAST_MODIFIED})
+    assert status == 304 and body == b""
+    assert (p.cache_dir / "debian/dists/bookworm/InRelease").exists()
+    status, _headers, body = get(port, "/debian/dists/bookworm/InRelease")
+    assert status == 200 and body
+
+
 @pytest.mark.parametrize("method,target", [
     ("GET", "http://deb.example/debian/pool/main/h/hello/hello_1_amd64.deb"),
     ("GET", "http://apt.antrieb:8080/debian/dists/bookworm/InRelease"),
