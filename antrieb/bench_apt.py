@@ -2,7 +2,8 @@
 
 ``antrieb bench apt-phases --packages nginx`` boots one node from the pristine golden,
 installs ``strace`` (from the same mirror), then runs ``apt-get update`` on empty lists
-and ``apt-get install -y PACKAGES`` under ``strace -f -ttt`` (only ``execve`` and the
+(as the image has apt, then with the guest tuning) and ``apt-get install -y PACKAGES``
+under ``strace -f -ttt`` (only ``execve`` and the
 ``fsync`` family are traced, through seccomp-bpf, so untraced calls run at full speed).
 
 Every moment of a command's wall time is attributed to the innermost process running
@@ -144,15 +145,23 @@ def measure(node: Any, command: str, trace: str = "/root/apt.trace") -> dict[str
 
 
 def bench_apt_phases(packages: list[str], image: str = "debian-12") -> dict[str, Any]:
-    """One pristine node: the phases of ``apt-get update`` and of installing ``packages``."""
+    """One pristine node: the phases of ``apt-get update`` on empty lists as the image
+    has apt, then again with the guest tuning (gzip lists), then of installing
+    ``packages``."""
     from antrieb.cluster import Cluster
+    from antrieb.converge.apply import APT_SPEED, APT_SPEED_CONF
 
+    empty = "rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin"
     with Cluster(nodes=[{"name": "apt", "image": image}]) as cluster:
         node = cluster["apt"]
         node.run("DEBIAN_FRONTEND=noninteractive apt-get update -q && "
-                 "apt-get install -y -q strace && rm -rf /var/lib/apt/lists/* "
-                 "/var/cache/apt/*.bin", timeout=1800, check=True)
+                 f"apt-get install -y -q strace && {empty}", timeout=1800, check=True)
         update = measure(node, "apt-get update -q")
+        node.run(f"{empty}; printf %s {shlex.quote(APT_SPEED)} > {APT_SPEED_CONF}",
+                 check=True)
+        tuned = measure(node, "apt-get update -q")
         install = measure(node, "apt-get install -y -q " + " ".join(map(shlex.quote, packages)))
     return {"image": image, "packages": packages, "accel": cluster.driver.accel,
-            "update": update, "install": install}
+            "update": update, "update_tuned": tuned,
+            "update_tuned_over_update": round(tuned["wall_s"] / update["wall_s"], 3),
+            "install": install}

@@ -80,9 +80,10 @@ def bench_apt_phases(packages: Annotated[str, typer.Option(
     if as_json:
         print_json(figures)
         return
-    for cmd in ("update", "install"):
+    for cmd in ("update", "update_tuned", "install"):
         f = figures[cmd]
-        out.print(f"apt-get {cmd}: {f['wall_s']:.1f}s, {f['processes']} processes, "
+        out.print(f"apt-get {cmd.replace('_', ' (') + ')' if '_' in cmd else cmd}: "
+                  f"{f['wall_s']:.1f}s, {f['processes']} processes, "
                   f"{f['fsyncs']} fsyncs in {f['fsync_s']:.2f}s", markup=False)
         total = sum(f["phases_s"].values()) or 1.0
         for phase, s in f["phases_s"].items():
