@@ -286,7 +286,7 @@ class Converger:
             "teardown_s": sum(it.timings.get("teardown_s", 0.0) for it in r.iterations),
             "install_s": sum(it.timings.get("install_s", 0.0) for it in r.iterations),
         })
-        r.timings.update(self.layers.totals(r.iterations))
+        r.timings.update(self.layers.finish(r.iterations))
         events.emit(events.RunFinished(run_id=self.run_id, status=status, reason=reason,
                                        iterations=len(r.iterations),
                                        seconds=r.timings["total_s"]))

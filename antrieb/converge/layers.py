@@ -25,11 +25,14 @@ import hashlib
 import json
 import re
 import shlex
+import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from antrieb import events
 from antrieb.converge.models import AnsibleArtifacts, ShellArtifacts, Topology
+from antrieb.vm import saved
 
 _PACKAGE = re.compile(r"^[a-z0-9][a-z0-9+.-]+(:[a-z0-9]+)?$")
 _OPTIONS_WITH_VALUE = {"-o", "-c", "-t", "--option", "--config-file", "--target-release",
@@ -106,9 +109,11 @@ def layer_name(image: str, packages: set[str]) -> str:
     return "layer-" + hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:20]
 
 
-def build(image: str, packages: set[str], *, timeout: float = 1800.0) -> dict[str, Any]:
+def build(image: str, packages: set[str], *, timeout: float = 1800.0,
+          started: Callable[[Any], None] = lambda cluster: None) -> dict[str, Any]:
     """Make (or find) the layer of ``packages`` on ``image``; its manifest. Raises on a
-    failed install or a driver that cannot save a node."""
+    failed install or a driver that cannot save a node. ``started(cluster)`` gets the
+    builder's cluster before it boots (so another thread can take it down)."""
     from antrieb.cluster import Cluster
     from antrieb.vm import cachedir, saved
 
@@ -119,8 +124,9 @@ def build(image: str, packages: set[str], *, timeout: float = 1800.0) -> dict[st
             return saved.load(name)
         t0 = time.monotonic()
         # its own event scope: the builder's cluster is not one of the run's iterations
-        with events.scoped(f"layer:{name}"), \
-                Cluster(nodes=[{"name": "node", "image": image}]) as cluster:
+        cluster = Cluster(nodes=[{"name": "node", "image": image}])
+        started(cluster)
+        with events.scoped(f"layer:{name}"), cluster:
             node = cluster["node"]
             t1 = time.monotonic()
             r = node.run("export DEBIAN_FRONTEND=noninteractive; apt-get update -q && "
@@ -154,12 +160,12 @@ class Layers:
         self.run_id = run_id
         self.enabled = enabled
         self.observed: dict[str, set[str]] = {}  # role -> packages an iteration installed
+        # layers this run makes in the background: name -> (thread, {"cluster", "error"})
+        self._ahead: dict[str, tuple[threading.Thread, dict[str, Any]]] = {}
 
     def images(self, iteration: int, topology: Topology,
                artifacts: ShellArtifacts | AnsibleArtifacts) -> tuple[dict[str, str], float]:
-        """Node name -> image for an attempt, and the seconds spent building layers."""
-        from antrieb.vm import saved
-
+        """Node name -> image for an attempt, and the seconds it waited for layers."""
         chosen: dict[str, str] = {}
         spent = 0.0
         if not self.enabled:
@@ -169,37 +175,77 @@ class Layers:
             base = nodes[0].image
             if not packages or any(n.image != base for n in nodes):
                 continue
-            shown = packages & self.observed.get(role, set())
-            name, outcome, build_s = layer_name(base, packages), "hit", 0.0
-            if not saved.exists(name) and shown:
-                # what an earlier iteration installed; the script installs the rest
-                name = layer_name(base, shown)
-                if not saved.exists(name):
-                    t0 = time.monotonic()
-                    try:
-                        build(base, shown)
-                        outcome = "built"
-                    except Exception as exc:  # any failure: the pristine golden, said why
-                        build_s = time.monotonic() - t0
-                        spent += build_s
-                        self._say(iteration, role, nodes, base, base, shown, "pristine",
-                                  f"the layer could not be made: {type(exc).__name__}: "
-                                  f"{exc}", build_s)
-                        continue
-                    build_s = time.monotonic() - t0
-                    spent += build_s
-                packages = shown
-            elif not saved.exists(name):
-                self._say(iteration, role, nodes, base, base, packages, "pristine",
-                          "no layer of these packages yet, and no earlier iteration of "
-                          "this run installed them")
-                continue
-            saved.mark_used(name)
-            chosen.update({n.name: name for n in nodes})
-            reason = "found in the cache" if outcome == "hit" else \
-                "made from the pristine golden with what an earlier iteration installed"
-            self._say(iteration, role, nodes, base, name, packages, outcome, reason, build_s)
+            name, outcome, reason, waited, packages = self._choose(base, role, packages)
+            spent += waited
+            if name is not None:
+                saved.mark_used(name)
+                chosen.update({n.name: name for n in nodes})
+            self._say(iteration, role, nodes, base, name or base, packages, outcome, reason,
+                      waited)
         return chosen, spent
+
+    def _choose(self, base: str, role: str,
+                packages: set[str]) -> tuple[str | None, str, str, float, set[str]]:
+        """(layer or None, outcome, why, seconds waited, packages) for one role."""
+        full = layer_name(base, packages)
+        if full not in self._ahead and saved.exists(full):
+            return full, "hit", "found in the cache", 0.0, packages
+        shown = packages & self.observed.get(role, set())
+        if not shown:
+            # made alongside this iteration on a clone of its own; used once an iteration
+            # has shown that these packages install
+            ahead = self._ahead_of_time(base, packages)
+            return None, "pristine", ("no layer of these packages yet, and no earlier "
+                                      "iteration of this run installed them" +
+                                      ("; making one alongside" if ahead else "")), 0.0, packages
+        name = layer_name(base, shown)
+        if name not in self._ahead and saved.exists(name):
+            return name, "hit", "found in the cache", 0.0, shown
+        t0 = time.monotonic()
+        if name in self._ahead:
+            thread, box = self._ahead[name]
+            thread.join()
+            error = box.get("error")
+        else:
+            try:
+                build(base, shown)
+                error = None
+            except Exception as exc:  # any failure: the pristine golden, said why
+                error = exc
+        waited = time.monotonic() - t0
+        if error is not None or not saved.exists(name):
+            return None, "pristine", (f"the layer could not be made: "
+                                      f"{type(error).__name__}: {error}"), waited, shown
+        return name, "built", ("made from the pristine golden with what an earlier "
+                               "iteration installed"), waited, shown
+
+    def _ahead_of_time(self, base: str, packages: set[str]) -> bool:
+        """Start making the layer of ``packages`` in the background (once)."""
+        name = layer_name(base, packages)
+        if name in self._ahead:
+            return True
+        box: dict[str, Any] = {}
+
+        def work() -> None:
+            try:
+                build(base, packages, started=lambda c: box.__setitem__("cluster", c))
+            except Exception as exc:  # reported when an iteration wants the layer
+                box["error"] = exc
+
+        thread = threading.Thread(target=work, name=f"antrieb-{name}", daemon=True)
+        self._ahead[name] = (thread, box)
+        thread.start()
+        return True
+
+    def close(self) -> None:
+        """At the run's end: builds still going are stopped (their half-made layers are
+        never listed: a layer exists once its manifest is written)."""
+        for thread, box in self._ahead.values():
+            cluster = box.get("cluster")
+            if thread.is_alive() and cluster is not None:
+                with contextlib.suppress(Exception):
+                    cluster.down()
+            thread.join(timeout=120)
 
     def observe_cluster(self, cluster: Any, it: Any, earlier: list[Any],
                         layered: bool) -> None:
@@ -220,8 +266,10 @@ class Layers:
             it.timings["install_saved_s"] = (pristine[-1].timings["install_s"]
                                              - it.timings.get("install_s", 0.0))
 
-    def totals(self, iterations: list[Any]) -> dict[str, float]:
-        """The run's layer figures: nodes started from a layer, build and saved seconds."""
+    def finish(self, iterations: list[Any]) -> dict[str, float]:
+        """Close, then the run's layer figures: nodes started from a layer, seconds waited
+        for layers, install seconds saved."""
+        self.close()
         if not self.enabled:
             return {}
         return {k: sum(it.timings.get(k, 0.0) for it in iterations)

@@ -70,29 +70,51 @@ def _chosen(run: layers.Layers, iteration: int, artifacts) -> tuple[dict, list]:
     return images, seen
 
 
-def test_first_attempt_is_pristine_then_a_built_layer_is_used(monkeypatch):
+def test_first_attempt_is_pristine_and_makes_layers_alongside_then_uses_them(monkeypatch):
     built = []
-    monkeypatch.setattr(layers, "build", lambda image, packages: (
-        built.append((image, packages)), _fake_layer(layers.layer_name(image, packages))))
+
+    def fake_build(image, packages, **_):
+        built.append((image, frozenset(packages)))
+        _fake_layer(layers.layer_name(image, packages))
+
+    monkeypatch.setattr(layers, "build", fake_build)
     run = layers.Layers("r1")
     art = shell(lb="apt-get install -y haproxy\n", web="apt-get install -y nginx\n")
     images, seen = _chosen(run, 1, art)
     assert images == {} and {e.outcome for e in seen} == {"pristine"}
+    assert all("making one alongside" in e.reason for e in seen)
     run.observe("web", "0 apt-get install -y nginx\n")
     run.observe("lb", "100 apt-get install -y haproxy\n")  # failed: nothing shown
     images, seen = _chosen(run, 2, art)
     name = layers.layer_name("debian-12", {"nginx"})
-    assert images == {"web1": name, "web2": name}
-    assert built == [("debian-12", {"nginx"})]  # one layer for both web nodes
+    assert images == {"web1": name, "web2": name}  # one layer for both web nodes
+    assert sorted(built) == [("debian-12", frozenset({"haproxy"})),
+                             ("debian-12", frozenset({"nginx"}))]  # once each
+    # used only once an iteration showed the install: haproxy's failed, lb stays pristine
     assert {(e.role, e.outcome) for e in seen} == {("web", "built"), ("lb", "pristine")}
-    # a later run of the same packages finds it at once
+    run.close()
+    # a later run of the same packages finds them at once
     images, seen = _chosen(layers.Layers("r2"), 1, art)
-    assert images == {"web1": name, "web2": name}
-    assert [(e.role, e.outcome) for e in seen if e.role == "web"] == [("web", "hit")]
+    assert images["web1"] == name and {e.outcome for e in seen} == {"hit"}
+
+
+def test_a_layer_made_alongside_that_failed_falls_back_and_says_why(monkeypatch):
+    def fail(image, packages, **_):
+        raise RuntimeError("the install failed (100): E: Unable to locate package nginx")
+
+    monkeypatch.setattr(layers, "build", fail)
+    run = layers.Layers("r1")
+    art = shell(lb="true\n", web="apt-get install -y nginx\n")
+    _chosen(run, 1, art)
+    run.observe("web", "0 apt-get install -y nginx\n")
+    images, seen = _chosen(run, 2, art)
+    assert images == {}
+    (web,) = [e for e in seen if e.role == "web"]
+    assert web.outcome == "pristine" and "Unable to locate package" in web.reason
 
 
 def test_a_layer_that_cannot_be_made_falls_back_to_the_pristine_golden(monkeypatch):
-    def fail(image, packages):
+    def fail(image, packages, **_):
         raise RuntimeError("the install failed (100): E: Unable to locate package nginx")
 
     monkeypatch.setattr(layers, "build", fail)
@@ -105,7 +127,7 @@ def test_a_layer_that_cannot_be_made_falls_back_to_the_pristine_golden(monkeypat
 
 
 def test_only_packages_the_current_script_still_installs_are_layered(monkeypatch):
-    monkeypatch.setattr(layers, "build", lambda image, packages: _fake_layer(
+    monkeypatch.setattr(layers, "build", lambda image, packages, **_: _fake_layer(
         layers.layer_name(image, packages)))
     run = layers.Layers("r1")
     run.observe("web", "0 apt-get install -y nginx curl\n")
@@ -115,7 +137,7 @@ def test_only_packages_the_current_script_still_installs_are_layered(monkeypatch
 
 def test_ansible_layers_come_from_what_the_nodes_installed_and_the_playbook_names(
         monkeypatch):
-    monkeypatch.setattr(layers, "build", lambda image, packages: _fake_layer(
+    monkeypatch.setattr(layers, "build", lambda image, packages, **_: _fake_layer(
         layers.layer_name(image, packages)))
     run = layers.Layers("r1")
     run.observe("web", "0 apt-get -y install nginx\n0 apt-get -y install ntp\n")
