@@ -25,9 +25,9 @@ COLUMNS = ["index", "example", "mode", "status", "run_ids", "converged", "iterat
 
 
 @contextlib.contextmanager
-def dask_cluster(tmp: Path, workers: int = 2):
+def dask_cluster(tmp: Path, workers: int = 2, env: dict[str, str] | None = None):
     """``dask scheduler`` and ``workers`` x ``dask worker --resources vm_slots=1``, each
-    its own process, ended by PID."""
+    its own process (the workers with ``env``, default this one's), ended by PID."""
     dask = str(Path(sys.executable).parent / "dask")
     sched_file = tmp / "scheduler.json"
     procs = [subprocess.Popen([dask, "scheduler", "--host", "127.0.0.1", "--port", "0",
@@ -43,7 +43,7 @@ def dask_cluster(tmp: Path, workers: int = 2):
             procs.append(subprocess.Popen(
                 [dask, "worker", address, "--nworkers", "1", "--nthreads", "1",
                  "--resources", "vm_slots=1", "--no-dashboard", "--no-nanny"],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env))
         yield address, procs[1:]
     finally:
         for proc in reversed(procs):
