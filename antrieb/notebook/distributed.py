@@ -10,7 +10,9 @@ writes them into the one experiment record (:mod:`antrieb.notebook.experiment_re
   for every worker Grafana shows the experiment while it runs; the client ingests the
   whole record into its store at the end (the same keys: nothing doubles).
 - **Capacity**: every cell asks for one ``vm_slots`` worker resource; a worker started
-  with ``--resources vm_slots=N`` runs at most N cells at once (:func:`default_vm_slots`).
+  with ``--resources vm_slots=N`` runs at most N cells at once, one started with
+  ``--preload antrieb.notebook.distributed`` takes :func:`default_vm_slots` (this host's
+  cores and accelerator). A scheduler whose workers have no slots is refused at once.
 - **Faults**: a cell that fails for its own reasons (a papermill execution error, a
   missing example) *returns* ``status: failed`` and is never retried. A worker that dies
   mid-cell takes the cell's process tree with it (the papermill child has
@@ -65,11 +67,25 @@ class CellLost(RuntimeError):
     """The cell's papermill process died from a signal: not the notebook's fault."""
 
 
+def _host_accel() -> str:
+    """``ANTRIEB_ACCEL``, else the verdict of this host's last KVM probe boot
+    (:mod:`antrieb.vm.accel` caches it), else TCG: the cautious guess."""
+    from antrieb import config
+
+    forced = config.setting("accel")
+    if forced:
+        return forced
+    try:
+        return str(json.loads((config.cache_dir() / "accel.json").read_text())["name"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return "tcg"
+
+
 def default_vm_slots(cores: int | None = None, accel: str | None = None) -> int:
     """Clusters one host runs at once: about one per core under TCG (emulation is CPU
     bound), a few per core under KVM (bounded by memory: a 4-node cluster ~2 GiB)."""
     cores = cores or os.cpu_count() or 1
-    accel = accel or os.environ.get("ANTRIEB_ACCEL", "tcg")
+    accel = accel or _host_accel()
     if accel != "kvm":
         return max(1, cores)
     try:
@@ -77,6 +93,34 @@ def default_vm_slots(cores: int | None = None, accel: str | None = None) -> int:
     except (ValueError, OSError):
         mem_gib = 8.0
     return max(1, min(cores * 4, int(mem_gib // 2)))
+
+
+def dask_setup(worker: Any) -> None:
+    """``dask worker ADDRESS --preload antrieb.notebook.distributed``: the worker
+    advertises ``vm_slots`` from this host's cores and accelerator
+    (:func:`default_vm_slots`) unless ``--resources vm_slots=N`` said otherwise. Dask
+    calls it before the worker registers; one worker process per host takes the host's
+    whole share."""
+    if RESOURCE not in worker.state.total_resources:
+        slots = default_vm_slots()
+        worker.state.total_resources[RESOURCE] = slots
+        worker.state.available_resources[RESOURCE] = slots
+
+
+def check_capacity(client: Any) -> str | None:
+    """Raise if the scheduler's workers cannot run a cell (none advertises ``vm_slots``:
+    every cell would wait forever); a note when no worker has joined yet."""
+    from antrieb.errors import TaskError
+
+    info = client.scheduler_info()
+    workers = info.get("workers") or {}
+    if not workers:
+        return f"no Dask worker yet: the cells wait for one with {RESOURCE}"
+    if not any((w.get("resources") or {}).get(RESOURCE) for w in workers.values()):
+        raise TaskError(str(info.get("address")), f"none of its {len(workers)} "
+                        f"worker(s) advertises {RESOURCE}: start them with --resources "
+                        f"{RESOURCE}=N or --preload antrieb.notebook.distributed")
+    return None
 
 
 @contextlib.contextmanager
