@@ -276,8 +276,10 @@ def experiments() -> dict:
                    COALESCE(r.prompt_tokens, 0) + COALESCE(r.completion_tokens, 0) AS tokens,
                    (SELECT string_agg(d.path, ', ' ORDER BY d.iteration)
                       FROM recovery_decisions d WHERE d.run_id = r.run_id) AS paths,
-                   p.error
-            {grid} ORDER BY p.idx""", w=24, h=8)),
+                   p.host, p.attempts, p.error
+            {grid} ORDER BY p.idx""", w=24, h=8,
+            description="On Dask, host is the hypervisor host that ran the point and "
+                        "attempts counts its tries (more than 1: a lost worker).")),
         panel("Time to converge by grid point", "barchart", f"""
             SELECT p.label AS parameters, r.total_s, r.in_vm_s, r.llm_s
             {grid} ORDER BY p.idx""",

@@ -5,8 +5,14 @@ the notebook with papermill in a child process (its own kernel, its VMs, the wor
 cache), and returns the executed notebook and the run folders it made, so the client
 writes them into the one experiment record (:mod:`antrieb.notebook.experiment_record`).
 
+- **Store**: the worker writes its point (``running``, then its status and runs) into
+  the run store its own environment names (``ANTRIEB_STORE``), so with one PostgreSQL
+  for every worker Grafana shows the experiment while it runs; the client ingests the
+  whole record into its store at the end (the same keys: nothing doubles).
 - **Capacity**: every cell asks for one ``vm_slots`` worker resource; a worker started
-  with ``--resources vm_slots=N`` runs at most N cells at once (:func:`default_vm_slots`).
+  with ``--resources vm_slots=N`` runs at most N cells at once, one started with
+  ``--preload antrieb.notebook.distributed`` takes :func:`default_vm_slots` (this host's
+  cores and accelerator). A scheduler whose workers have no slots is refused at once.
 - **Faults**: a cell that fails for its own reasons (a papermill execution error, a
   missing example) *returns* ``status: failed`` and is never retried. A worker that dies
   mid-cell takes the cell's process tree with it (the papermill child has
@@ -30,6 +36,7 @@ import contextlib
 import ctypes
 import io
 import json
+import logging
 import os
 import signal
 import socket
@@ -53,16 +60,32 @@ RESOURCE = "vm_slots"
 RETRIES = 2  # a cell whose papermill child was killed under a live worker
 STOP_GRACE_S = 20.0  # SIGINT lets the kernel tear its cluster down; then SIGKILL
 
+logger = logging.getLogger(__name__)
+
 
 class CellLost(RuntimeError):
     """The cell's papermill process died from a signal: not the notebook's fault."""
+
+
+def _host_accel() -> str:
+    """``ANTRIEB_ACCEL``, else the verdict of this host's last KVM probe boot
+    (:mod:`antrieb.vm.accel` caches it), else TCG: the cautious guess."""
+    from antrieb import config
+
+    forced = config.setting("accel")
+    if forced:
+        return forced
+    try:
+        return str(json.loads((config.cache_dir() / "accel.json").read_text())["name"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return "tcg"
 
 
 def default_vm_slots(cores: int | None = None, accel: str | None = None) -> int:
     """Clusters one host runs at once: about one per core under TCG (emulation is CPU
     bound), a few per core under KVM (bounded by memory: a 4-node cluster ~2 GiB)."""
     cores = cores or os.cpu_count() or 1
-    accel = accel or os.environ.get("ANTRIEB_ACCEL", "tcg")
+    accel = accel or _host_accel()
     if accel != "kvm":
         return max(1, cores)
     try:
@@ -70,6 +93,34 @@ def default_vm_slots(cores: int | None = None, accel: str | None = None) -> int:
     except (ValueError, OSError):
         mem_gib = 8.0
     return max(1, min(cores * 4, int(mem_gib // 2)))
+
+
+def dask_setup(worker: Any) -> None:
+    """``dask worker ADDRESS --preload antrieb.notebook.distributed``: the worker
+    advertises ``vm_slots`` from this host's cores and accelerator
+    (:func:`default_vm_slots`) unless ``--resources vm_slots=N`` said otherwise. Dask
+    calls it before the worker registers; one worker process per host takes the host's
+    whole share."""
+    if RESOURCE not in worker.state.total_resources:
+        slots = default_vm_slots()
+        worker.state.total_resources[RESOURCE] = slots
+        worker.state.available_resources[RESOURCE] = slots
+
+
+def check_capacity(client: Any) -> str | None:
+    """Raise if the scheduler's workers cannot run a cell (none advertises ``vm_slots``:
+    every cell would wait forever); a note when no worker has joined yet."""
+    from antrieb.errors import TaskError
+
+    info = client.scheduler_info()
+    workers = info.get("workers") or {}
+    if not workers:
+        return f"no Dask worker yet: the cells wait for one with {RESOURCE}"
+    if not any((w.get("resources") or {}).get(RESOURCE) for w in workers.values()):
+        raise TaskError(str(info.get("address")), f"none of its {len(workers)} "
+                        f"worker(s) advertises {RESOURCE}: start them with --resources "
+                        f"{RESOURCE}=N or --preload antrieb.notebook.distributed")
+    return None
 
 
 @contextlib.contextmanager
@@ -114,11 +165,30 @@ def _stop(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
+def _write_point(experiment: dict[str, Any] | None, point: dict[str, Any]) -> None:
+    """The point into this worker's own run store (its ``ANTRIEB_STORE``: a PostgreSQL
+    shared by every worker shows the experiment while it runs). Never fails the cell:
+    the client's store gets the whole record at the end anyway."""
+    if experiment is None:
+        return
+    try:
+        from antrieb import store
+
+        if store.default_url() != "off":
+            store.ingest_point(experiment, point)
+    except Exception as exc:
+        logger.warning("antrieb: experiment %s entry %s not written to the run store: %s",
+                    experiment.get("experiment_id"), point.get("index"), exc)
+
+
 def run_cell(xid: str, index: int, notebook: str, source: bytes, parameters: dict[str, Any],
-             output_name: str, kernel: str | None, cwd: str, timeout: float | None
-             ) -> dict[str, Any]:
+             output_name: str, kernel: str | None, cwd: str, timeout: float | None,
+             experiment: dict[str, Any] | None = None) -> dict[str, Any]:
     """One grid entry on this worker (a Dask task). Returns the entry's fields plus the
-    executed notebook (``notebook_bytes``) and its run folders (``runs``)."""
+    executed notebook (``notebook_bytes``) and its run folders (``runs``).
+
+    ``experiment`` (``experiment_id``, ``notebook``, ``created``, ``points``) makes the
+    worker write the point into its run store when it starts and when it ends."""
     from distributed import Event, get_worker
 
     worker = get_worker()
@@ -126,6 +196,10 @@ def run_cell(xid: str, index: int, notebook: str, source: bytes, parameters: dic
     started = time.time()
     worker.log_event(f"antrieb-experiment-{xid}", {"index": index, "started": started, **me})
     folder = experiments_dir() / xid
+    point = {"index": index, "parameters": parameters, "started": started,
+             "output": str(folder / "notebooks" / output_name), "worker": me["worker"],
+             "host": me["host"]}
+    _write_point(experiment, {**point, "status": "running", "mode": "none"})
     (folder / "notebooks").mkdir(parents=True, exist_ok=True)
     path = Path(notebook)
     if not (path.is_file() and sha256(path) == _digest(source)):
@@ -171,7 +245,10 @@ def run_cell(xid: str, index: int, notebook: str, source: bytes, parameters: dic
         p = Path(run_dir)
         if p.is_dir():
             runs[run_id] = {"path": run_dir, "live": p.parent == runs_dir(), "tar": _tar(p)}
-    return {"index": index, **outcome, "started": started, "finished": time.time(),
+    finished = time.time()
+    _write_point(experiment, {**point, **outcome, "finished": finished, "run_ids": run_ids,
+                              "run_dirs": dirs, "mode": mode})
+    return {"index": index, **outcome, "started": started, "finished": finished,
             "run_ids": run_ids, "mode": mode, "runs": runs, "earlier_run_ids": sorted(earlier),
             "notebook_bytes": output.read_bytes() if output.exists() else b"", **me}
 
@@ -235,6 +312,8 @@ def run_cells(client: Any, source: Path, entries: list[dict[str, Any]], folder: 
 
     xid = record["experiment_id"]
     data = source.read_bytes()
+    experiment = {"experiment_id": xid, "notebook": record["notebook"],
+                  "created": record["created"], "points": len(entries)}
     futures = {}
     for index, params in enumerate(entries):
         output = folder / "notebooks" / f"{index:03d}-{source.stem}.ipynb"
@@ -243,7 +322,7 @@ def run_cells(client: Any, source: Path, entries: list[dict[str, Any]], folder: 
                                "run_dirs": {}, "mode": "none", "started": None,
                                "finished": None, "worker": None, "attempts": []})
         fut = client.submit(run_cell, xid, index, str(source), data, params, output.name,
-                            kernel, str(cwd or source.parent), timeout,
+                            kernel, str(cwd or source.parent), timeout, experiment,
                             key=f"antrieb-cell-{xid}-{index:03d}", pure=False,
                             resources={RESOURCE: 1}, retries=RETRIES)
         futures[fut] = index

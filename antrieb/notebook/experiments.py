@@ -110,6 +110,12 @@ def run_experiment(notebook: str | Path, parameters: dict[str, Any] | None = Non
     if isinstance(grid, str | Path):
         grid = load_grid(grid)
     entries = expand_grid(parameters, grid)
+    if client is not None:  # before the record: a grid no worker can run is refused
+        from antrieb.notebook.distributed import check_capacity
+
+        note = check_capacity(client)
+        if note and log:
+            log(note)
     xid = new_experiment_id()
     folder = experiments_dir() / xid
     (folder / "notebooks").mkdir(parents=True)

@@ -24,7 +24,7 @@ import threading
 from typing import Any
 
 from antrieb.store.db import Database, StoreError, connect, default_url, redact_url
-from antrieb.store.ingest import export, ingest_experiment, ingest_run
+from antrieb.store.ingest import export, ingest_experiment, ingest_point, ingest_run
 from antrieb.store.read import get_run, list_runs, runs, table
 from antrieb.store.schema import LATEST, MIGRATIONS, TABLES
 
@@ -97,6 +97,7 @@ __all__ = [
     "export",
     "get_run",
     "ingest_experiment",
+    "ingest_point",
     "ingest_run",
     "list_runs",
     "redact_url",

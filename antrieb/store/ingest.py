@@ -2,7 +2,8 @@
 
 - :func:`ingest_run`: a run record folder (``run.json`` + ``events.jsonl``), e.g. a run
   made before the store existed, on another machine, or the examples' recorded runs.
-- :func:`ingest_experiment`: an ``experiment.json`` of a papermill experiment.
+- :func:`ingest_experiment`: an ``experiment.json`` of a papermill experiment;
+  :func:`ingest_point`: one grid point of it, as the Dask worker running it writes it.
 - :func:`export`: every row of one store into another (SQLite -> PostgreSQL for
   Grafana); keys decide what is already there, so running it twice changes nothing.
 
@@ -98,6 +99,31 @@ def ingest_experiment(path: str | Path, *, db: Database | None = None) -> None:
             db.close()
 
 
+def ingest_point(experiment: dict[str, Any], point: dict[str, Any], *,
+                 db: Database | None = None) -> None:
+    """One grid point of an experiment still running, as the Dask worker that runs it
+    writes it (when the cell starts and when it ends): the experiment's row, the point
+    (status, worker, host), its parameters and its runs. ``experiment`` has
+    ``experiment_id``, ``notebook``, ``created`` and ``points`` (the grid's size). The
+    client's :func:`ingest_experiment` of the finished record later writes the same keys.
+    """
+    exp_id = str(experiment["experiment_id"])
+    own = db is None
+    db = db or connect()
+    try:
+        with db.batch():
+            # no path: the record lives with the client; an existing path is kept
+            db.upsert("experiments", {"experiment_id": exp_id,
+                                      "notebook": experiment.get("notebook"),
+                                      "created": experiment.get("created"),
+                                      "points": experiment.get("points"), "path": None})
+            _ingest_point(db, exp_id, point, int(point["index"]), secrets_to_hide(),
+                          Path("/"))
+    finally:
+        if own:
+            db.close()
+
+
 def _ingest_point(db: Database, exp_id: str, point: dict[str, Any], i: int,
                   secrets: list[str], base: Path) -> None:
     from antrieb.converge.record import runs_dir
@@ -112,7 +138,11 @@ def _ingest_point(db: Database, exp_id: str, point: dict[str, Any], i: int,
         "experiment_id": exp_id, "idx": idx, "status": point.get("status"),
         "error": redact(point.get("error"), secrets), "output": point.get("output"),
         "started": point.get("started"), "finished": point.get("finished"),
-        "parameters": params, "label": label or f"#{idx}", "mode": point.get("mode")})
+        "parameters": params, "label": label or f"#{idx}", "mode": point.get("mode"),
+        # on Dask: who ran it, and after how many tries (absent when run locally)
+        "worker": point.get("worker"), "host": point.get("host"),
+        "attempts": len(point["attempts"]) if isinstance(point.get("attempts"), list)
+        else None})
     db.upsert_many("experiment_parameters", [
         {"experiment_id": exp_id, "idx": idx, "name": str(k), "value": json.dumps(v),
          "value_num": float(v) if isinstance(v, int | float) and not isinstance(v, bool)

@@ -287,6 +287,11 @@ MIGRATIONS: list[Migration] = [
   detail TEXT,
   PRIMARY KEY (event_id, node, kind, item)
 )""", "CREATE INDEX residue_run ON residue (run_id, iteration)"]),
+    Migration(5, "experiment_points.worker, host, attempts: which Dask worker (and host) ran "
+                 "a grid point, and how many tries it took (a retry after a lost worker)",
+              ["ALTER TABLE experiment_points ADD COLUMN worker TEXT",
+               "ALTER TABLE experiment_points ADD COLUMN host TEXT",
+               "ALTER TABLE experiment_points ADD COLUMN attempts INTEGER"]),
 ]
 
 LATEST = MIGRATIONS[-1].version

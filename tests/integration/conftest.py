@@ -2,7 +2,8 @@
 
 - ``postgres``: a PostgreSQL from Debian's package, its own cluster in a temp folder
   (initdb as an unprivileged user: tests run as root and postgres refuses root),
-  listening on a Unix socket only, stopped by its PID at the end of the session.
+  listening on a Unix socket only, stopped by its PID at the end of the session
+  (:func:`postgres_server` starts another, e.g. on TCP in a network namespace).
 - ``mcp_session``: the official MCP client over stdio against ``antrieb mcp`` spawned
   as a separate process.
 """
@@ -62,8 +63,12 @@ def _as_user(account: str | None) -> list[str]:
     return ["setpriv", f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}", "--clear-groups"]
 
 
-@pytest.fixture(scope="session")
-def postgres():
+@contextlib.contextmanager
+def postgres_server(listen: str = "", hba: str = "", prefix: tuple[str, ...] = ()):
+    """A PostgreSQL of its own in a temp folder, on a Unix socket there and on the TCP
+    addresses ``listen`` (none by default), with ``hba`` lines appended to pg_hba.conf;
+    ``prefix`` runs the server through e.g. ``nsenter`` (another network namespace).
+    Stopped by its PID on exit."""
     bindir = pg_bin()
     account = None
     if os.geteuid() == 0:  # postgres refuses to run as root
@@ -76,12 +81,16 @@ def postgres():
     subprocess.run([*_as_user(account), str(bindir / "initdb"), "-D", str(data), "-A",
                     "trust", "-U", "antrieb", "--no-sync", "-E", "UTF8"],
                    check=True, capture_output=True, cwd=root)
+    if hba:
+        with open(data / "pg_hba.conf", "a") as f:
+            f.write(hba + "\n")
     log = open(root / "postgres.log", "wb")  # noqa: SIM115 (open for the server's life)
     # fsync off: a test database that dies with the test run needs no durability
     proc = subprocess.Popen(
-        [*_as_user(account), str(bindir / "postgres"), "-D", str(data), "-k", str(root),
-         "-c", "listen_addresses=", "-c", "fsync=off", "-c", "synchronous_commit=off",
-         "-c", "full_page_writes=off"], stdout=log, stderr=subprocess.STDOUT, cwd=root)
+        [*prefix, *_as_user(account), str(bindir / "postgres"), "-D", str(data), "-k",
+         str(root), "-c", f"listen_addresses={listen}", "-c", "fsync=off", "-c",
+         "synchronous_commit=off", "-c", "full_page_writes=off"],
+        stdout=log, stderr=subprocess.STDOUT, cwd=root)
     try:
         deadline = time.monotonic() + 30
         while subprocess.run([str(bindir / "pg_isready"), "-h", str(root), "-q"],
@@ -90,8 +99,7 @@ def postgres():
                 pytest.fail("PostgreSQL did not start:\n" +
                             (root / "postgres.log").read_text(errors="replace")[-2000:])
             time.sleep(0.1)
-        server = Postgres(root, proc, "postgres", "antrieb")
-        yield server
+        yield Postgres(root, proc, "postgres", "antrieb")
     finally:
         proc.send_signal(signal.SIGINT)  # fast shutdown, by the PID we started
         try:
@@ -101,6 +109,12 @@ def postgres():
             proc.wait()
         log.close()
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    with postgres_server() as server:
+        yield server
 
 
 def _has_user(name: str) -> bool:

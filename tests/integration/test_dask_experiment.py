@@ -25,10 +25,13 @@ COLUMNS = ["index", "example", "mode", "status", "run_ids", "converged", "iterat
 
 
 @contextlib.contextmanager
-def dask_cluster(tmp: Path, workers: int = 2):
-    """``dask scheduler`` and ``workers`` x ``dask worker --resources vm_slots=1``, each
-    its own process, ended by PID."""
+def dask_cluster(tmp: Path, workers: int = 2, env: dict[str, str] | None = None,
+                 slots: tuple[str, ...] = ("--resources", "vm_slots=1")):
+    """``dask scheduler`` and ``workers`` x ``dask worker --resources vm_slots=1`` (or
+    other ``slots`` arguments), each its own process (the workers with ``env``, default
+    this one's), ended by PID."""
     dask = str(Path(sys.executable).parent / "dask")
+    tmp.mkdir(parents=True, exist_ok=True)
     sched_file = tmp / "scheduler.json"
     procs = [subprocess.Popen([dask, "scheduler", "--host", "127.0.0.1", "--port", "0",
                                "--no-dashboard", "--scheduler-file", str(sched_file)],
@@ -41,9 +44,9 @@ def dask_cluster(tmp: Path, workers: int = 2):
         address = json.loads(sched_file.read_text())["address"]
         for _ in range(workers):
             procs.append(subprocess.Popen(
-                [dask, "worker", address, "--nworkers", "1", "--nthreads", "1",
-                 "--resources", "vm_slots=1", "--no-dashboard", "--no-nanny"],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+                [dask, "worker", address, "--nworkers", "1", "--nthreads", "1", *slots,
+                 "--no-dashboard", "--no-nanny"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env))
         yield address, procs[1:]
     finally:
         for proc in reversed(procs):
@@ -78,6 +81,29 @@ def test_grid_on_two_dask_workers_equals_the_local_run(private_cache, tmp_path) 
         assert [a["worker"] for a in entry["attempts"]] == [entry["worker"]]
     assert "no-such-example" in record["grid"][3]["error"]
     assert os.environ.get("ANTRIEB_EXPERIMENT") is None
+
+
+@pytest.mark.timeout(300)
+def test_workers_without_slots_are_refused_and_the_preload_gives_them(
+        private_cache, tmp_path) -> None:
+    from distributed import Client
+
+    from antrieb.errors import TaskError
+    from antrieb.notebook.distributed import default_vm_slots
+
+    with dask_cluster(tmp_path / "plain", 1, slots=()) as (address, _), \
+            Client(address, timeout=60) as client:
+        client.wait_for_workers(1, timeout=60)
+        with pytest.raises(TaskError, match="advertises vm_slots"):  # not a silent hang
+            run_experiment(NOTEBOOK, grid=GRID, client=client)
+    preload = ("--preload", "antrieb.notebook.distributed")
+    with dask_cluster(tmp_path / "preload", 1, slots=preload) as (address, _), \
+            Client(address, timeout=60) as client:
+        client.wait_for_workers(1, timeout=60)
+        (worker,) = client.scheduler_info()["workers"].values()
+        assert worker["resources"] == {"vm_slots": default_vm_slots()}
+        frame = run_experiment(NOTEBOOK, grid={"example": ["nginx-lb"]}, client=client)
+        assert list(frame["status"]) == ["ok"]
 
 
 def _cell_processes(worker_pid: int) -> list[int]:

@@ -249,6 +249,64 @@ def test_experiments_import_with_their_parameters_and_runs():
     assert sorted(runs["experiment_index"]) == [0, 1, 2]
 
 
+def _dask_record(tmp_path: Path) -> tuple[dict, Path]:
+    """The test experiment as run on Dask: point 0 retried on a second worker."""
+    data = json.loads((DATA / "experiment.json").read_text())
+    for point in data["grid"]:
+        point["run_dirs"] = {r: str((DATA / d).resolve())
+                             for r, d in point.get("run_dirs", {}).items()}
+        point.update(worker="tcp://10.0.0.3:40001", host="hv3",
+                     attempts=[{"worker": "tcp://10.0.0.3:40001", "host": "hv3"}])
+    data["grid"][0]["attempts"].insert(0, {"worker": "tcp://10.0.0.2:40001", "host": "hv2"})
+    path = tmp_path / "experiment.json"
+    path.write_text(json.dumps(data))
+    return data, path
+
+
+def test_a_dask_point_is_written_by_its_worker_and_again_by_the_record(tmp_path):
+    data, path = _dask_record(tmp_path)
+    experiment = {"experiment_id": data["experiment_id"], "notebook": data["notebook"],
+                  "created": data["created"], "points": 3}
+    point = data["grid"][0]
+    running = {k: point[k] for k in ("index", "parameters", "output", "started", "worker",
+                                     "host")}
+    store.ingest_point(experiment, {**running, "status": "running", "mode": "none"})
+    db = store.connect()
+    row = db.dicts("SELECT status, worker, host, attempts FROM experiment_points")
+    assert row == [{"status": "running", "worker": "tcp://10.0.0.3:40001", "host": "hv3",
+                    "attempts": None}]
+    store.ingest_point(experiment, {k: v for k, v in point.items() if k != "attempts"})
+    assert db.dicts("SELECT status, mode FROM experiment_points") == [
+        {"status": "ok", "mode": "recorded"}]
+    assert db.count("runs") == 1 and db.count("experiment_runs") == 1
+    assert db.dicts("SELECT path, points FROM experiments") == [{"path": None, "points": 3}]
+    store.ingest_experiment(path)  # the client, once every point is back
+    assert _counts(db)["experiment_points"] == 3
+    assert db.dicts("SELECT path FROM experiments") == [{"path": str(path.resolve())}]
+    rows = db.dicts("SELECT idx, worker, host, attempts FROM experiment_points ORDER BY idx")
+    assert [(r["host"], r["attempts"]) for r in rows] == [("hv3", 2), ("hv3", 1), ("hv3", 1)]
+
+
+def test_a_dask_record_loads_into_a_store_without_the_worker_columns(tmp_path, monkeypatch):
+    from antrieb.store import db as db_mod
+
+    _, path = _dask_record(tmp_path)
+    target = str(tmp_path / "v4.sqlite")
+    with monkeypatch.context() as m:  # an antrieb from before the worker columns
+        m.setattr(db_mod, "MIGRATIONS", store.MIGRATIONS[:4])
+        m.setattr(db_mod, "LATEST", 4)
+        old = store.connect(target)
+        store.ingest_experiment(path, db=old)
+        assert "worker" not in old.rows("SELECT * FROM experiment_points")[0]
+        assert old.count("experiment_points") == 3
+        old.close()
+    new = store.connect(target)
+    assert new.version() == store.LATEST >= 5
+    assert {r["worker"] for r in new.dicts("SELECT worker FROM experiment_points")} == {None}
+    store.ingest_experiment(path, db=new)
+    assert {r["host"] for r in new.dicts("SELECT host FROM experiment_points")} == {"hv3"}
+
+
 def test_bad_input_is_a_clear_error(tmp_path):
     with pytest.raises(TaskError, match="cannot read"):
         store.ingest_experiment(tmp_path / "missing.json")
