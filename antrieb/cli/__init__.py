@@ -12,11 +12,13 @@ from antrieb.cli import (  # noqa: F401  (each registers its commands on the app
     bench,
     cluster,
     converge,
+    evaluate,
     experiment,
     host,
     images,
     mcp,
     store,
+    tasks,
 )
 from antrieb.cli.app import app
 
