@@ -39,6 +39,7 @@ from antrieb.tasks.load import refusals
 from antrieb.tasks.model import CatalogueTask
 from antrieb.tasks.records import (
     CheckOutcome,
+    Phase,
     StepOutcome,
     Trial,
     Verification,
@@ -99,21 +100,8 @@ def run_trial(kind: str, topology: Topology, checks: list[Check],
             trial.failed_at = "checks"
             return trial
         if proof:
-            it = Iteration(number=1, phase="verify", artifacts=artifacts)
-            it.rerun_steps = apply_artifacts(nodes, topology, artifacts, timeout=step_timeout)
-            if all(s.ok for s in it.rerun_steps):
-                it.rerun_checks = run_checks(nodes, checks)
-            idempotent = gates.idempotent(it, artifacts, len(checks))  # Ansible: changed=0
-            trial.steps += _steps(it.rerun_steps)
-            trial.checks = _checks(it.rerun_checks) or trial.checks
-            if not idempotent:
-                trial.failed_at = "idempotence"
-                return trial
-            cluster.reboot()
-            results = run_checks(nodes, checks)
-            trial.checks = _checks(results)
-            if not _all_pass(results, checks):
-                trial.failed_at = "reboot"
+            trial.failed_at = _prove(cluster, topology, checks, artifacts, trial, step_timeout)
+            if trial.failed_at is not None:
                 return trial
         trial.passed = True
         return trial
@@ -126,6 +114,26 @@ def run_trial(kind: str, topology: Topology, checks: list[Check],
         except Exception as exc:  # teardown must not hide the trial's outcome
             trial.error = trial.error or f"teardown: {type(exc).__name__}: {exc}"[:2000]
         trial.seconds = round(time.monotonic() - t0, 1)
+
+
+def _prove(cluster: Any, topology: Topology, checks: list[Check], artifacts: ArtifactsT,
+           trial: Trial, step_timeout: float) -> Phase | None:
+    """The proof's gates after a first pass: applied again (every check passing, Ansible
+    changing nothing), then every node rebooted and every check passing. Where it fails."""
+    nodes = cluster.__getitem__
+    it = Iteration(number=1, phase="verify", artifacts=artifacts)
+    it.rerun_steps = apply_artifacts(nodes, topology, artifacts, timeout=step_timeout)
+    if all(s.ok for s in it.rerun_steps):
+        it.rerun_checks = run_checks(nodes, checks)
+    idempotent = gates.idempotent(it, artifacts, len(checks))  # Ansible: changed=0 too
+    trial.steps += _steps(it.rerun_steps)
+    trial.checks = _checks(it.rerun_checks) or trial.checks
+    if not idempotent:
+        return "idempotence"
+    cluster.reboot()
+    results = run_checks(nodes, checks)
+    trial.checks = _checks(results)
+    return None if _all_pass(results, checks) else "reboot"
 
 
 def verify_task(spec: CatalogueTask, *, proof: bool = True, factory: Factory | None = None,
@@ -184,9 +192,9 @@ def _verdict(v: Verification, trial: Trial) -> tuple[str, str] | None:
         return "refused", ("refused: every check passes on untouched nodes, so the checks "
                            "do not test the task")
     if trial.artifacts == "reference" and not trial.passed:
-        failed = trial.failed_checks() if trial.failed_at != "apply" else [
-            f"{s.artifact} on {s.node} (exit {s.exit_status})" for s in trial.steps
-            if s.exit_status != 0]
+        steps = [f"{s.artifact} on {s.node} (exit {s.exit_status})" for s in trial.steps
+                 if s.exit_status != 0]
+        failed = trial.failed_checks() or steps
         return "failed", (f"the reference fails at {trial.failed_at}: "
                           f"{'; '.join(failed[:3]) or 'see the record'}")
     if trial.artifacts == "near_miss" and trial.passed:

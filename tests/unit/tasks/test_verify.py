@@ -38,6 +38,8 @@ class StateWorld(World):
         facts = node.cluster.facts  # type: ignore[attr-defined]
         if "exit=1" in text:
             return 1, "", "E: Unable to locate package nginx-full-of-typos"
+        if "once" in text and facts["disk"].get(node.name):
+            return 1, "", "useradd: user 'hello' already exists"
         for kind in ("disk", "runtime"):
             for word in text.split():
                 if word.startswith(("state=", "runtime=")) and word.split("=")[0] == (
@@ -149,3 +151,9 @@ def test_a_cluster_that_cannot_start_is_an_error_not_a_verdict():
     v = verify_task(_spec(), factory=Broken().factory(), record=False)
     assert v.result == "error" and "boot timed out" in v.reason
     assert last_verification("state") is None  # record=False
+
+
+def test_a_reference_that_fails_when_applied_again_fails_at_idempotence():
+    v = verify_task(_spec(reference="state=good once"), factory=StateWorld().factory())
+    assert v.result == "failed" and v.reference.failed_at == "idempotence"
+    assert v.reason == "the reference fails at idempotence: script:web on web (exit 1)"
