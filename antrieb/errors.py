@@ -9,6 +9,7 @@
     │   ├── InvalidNameError   a node name that is not a valid hostname, or a duplicate
     │   ├── RecordingFormatError  an LLM recording file that cannot be read (path, where)
     │   ├── TaskError          a task, example or run record that cannot be used (where, problem)
+    │   │   └── TaskRefused    a catalogue task whose checks a trivial command passes (reasons)
     │   └── UnknownNameError   no example / run of that name (carries the known names)
     ├── StateError             a method called in the wrong state (carries state, required)
 ├── UnsupportedError       the chosen driver cannot do this (carries driver, what)
@@ -83,6 +84,14 @@ class TaskError(ConfigError):
     def __init__(self, where: str, problem: str):
         self.where, self.problem = where, problem
         super().__init__(f"{where}: {problem}")
+
+
+class TaskRefused(TaskError):
+    """A catalogue task refused: its checks pass without the task being done (``reasons``)."""
+
+    def __init__(self, where: str, reasons: list[str]):
+        self.reasons = list(reasons)
+        super().__init__(where, "refused: " + "; ".join(self.reasons))
 
 
 class UnknownNameError(ConfigError):

@@ -13,11 +13,13 @@ from antrieb.cli import (  # noqa: F401  (each registers its commands on the app
     cache,
     cluster,
     converge,
+    evaluate,
     experiment,
     host,
     images,
     mcp,
     store,
+    tasks,
 )
 from antrieb.cli.app import app
 

@@ -11,6 +11,10 @@ Settings (arguments win over the environment):
 - ``OPENAI_BASE_URL``: the server, e.g. a local vLLM or Ollama (default: OpenAI's).
 - ``OPENAI_API_KEY``: the key; a local server that needs none may go without.
 - ``ANTRIEB_MODEL``, then ``OPENAI_MODEL``: the model name.
+- ``ANTRIEB_MAX_TOKENS``: the bound on each answer's length in tokens (default
+  :data:`DEFAULT_MAX_TOKENS`). Every request carries it, so a model that loops stops at
+  the bound with ``finish_reason="length"`` (which :func:`antrieb.llm.ask` reports as a
+  cut-off answer) instead of generating until the HTTP timeout.
 
 Example::
 
@@ -36,6 +40,13 @@ if TYPE_CHECKING:
 # Local servers ignore the key, but the openai client refuses to start without one.
 _NO_KEY_PLACEHOLDER = "no-key-needed"
 _REDACTED = "[redacted]"
+# Enough for the longest answer the engine asks for (a synthesis of four roles' scripts
+# is a few thousand tokens) with room to spare; small enough that a looping model ends
+# in seconds on a hosted model and in minutes on a small local one.
+DEFAULT_MAX_TOKENS = 8192
+# OpenAI's reasoning models refuse "max_tokens" and want this name for the same bound;
+# everything else (vLLM, llama.cpp, Ollama, older OpenAI models) knows "max_tokens".
+_NEW_LIMIT_NAME = "max_completion_tokens"
 
 
 def _import_openai() -> Any:
@@ -84,6 +95,7 @@ class OpenAIProvider:
         max_retries: int = 4,
         *,
         temperature: float | None = None,
+        max_tokens: int | None = None,
     ) -> None:
         model = model or os.environ.get("ANTRIEB_MODEL") or os.environ.get("OPENAI_MODEL")
         if not model:
@@ -102,6 +114,12 @@ class OpenAIProvider:
         if max_retries < 0 or timeout <= 0:
             raise ConfigError(
                 f"need timeout > 0 and max_retries >= 0, got {timeout} and {max_retries}")
+        if max_tokens is None:
+            max_tokens = _env_max_tokens()
+        if max_tokens < 1:
+            raise ConfigError(f"max_tokens must be at least 1, got {max_tokens}")
+        self.max_tokens = max_tokens
+        self._limit_name = "max_tokens"
         self.model = model
         self.base_url = base_url
         self.timeout = float(timeout)
@@ -117,7 +135,8 @@ class OpenAIProvider:
         # Written out by hand so the key can never show up in a repr.
         return (
             f"OpenAIProvider(model={self.model!r}, base_url={_display_url(self.base_url)!r}, "
-            f"timeout={self.timeout}, max_retries={self.max_retries})"
+            f"timeout={self.timeout}, max_retries={self.max_retries}, "
+            f"max_tokens={self.max_tokens})"
         )
 
     def close(self) -> None:
@@ -142,6 +161,9 @@ class OpenAIProvider:
         """Send the conversation, return the first choice's text and the usage.
 
         ``purpose`` does not reach the server; it only labels the call for callers.
+        Every request carries the :attr:`max_tokens` bound; a server that refuses the
+        ``max_tokens`` name for it (OpenAI's reasoning models) gets it once more as
+        ``max_completion_tokens``, and every later request uses that name.
         """
         kwargs: dict[str, Any] = {
             "model": self.model,
@@ -150,17 +172,25 @@ class OpenAIProvider:
         if self.temperature is not None:
             kwargs["temperature"] = self.temperature
         started = time.monotonic()
-        error: LLMError | None = None
-        try:
-            response = self._client.chat.completions.create(**kwargs)
-        except self._openai.OpenAIError as exc:
-            error = self._convert(exc)
+        response, error = self._create(kwargs)
+        if error is not None and self._limit_name == "max_tokens" and _wants_new_name(error):
+            self._limit_name = _NEW_LIMIT_NAME
+            response, error = self._create(kwargs)
         if error is not None:
             # Raised outside the ``except`` on purpose: the openai exception holds the
             # request, whose headers carry the key. Chaining it (``from exc``, or the
             # implicit ``__context__``) would hand the key to every traceback printer.
             raise error
         return self._completion(response, time.monotonic() - started)
+
+    def _create(self, kwargs: dict[str, Any]) -> tuple[Any, LLMError | None]:
+        """One request with the length bound under its current name; the error converted
+        (never raised from here: see :meth:`complete` for why)."""
+        try:
+            return self._client.chat.completions.create(
+                **kwargs, **{self._limit_name: self.max_tokens}), None
+        except self._openai.OpenAIError as exc:
+            return None, self._convert(exc)
 
     def _completion(self, response: Any, seconds: float) -> Completion:
         # The client builds its response objects leniently: a server that answers
@@ -230,6 +260,21 @@ class OpenAIProvider:
                             status=status)
         return LLMError(f"{type(exc).__name__}: {self._redact(str(exc))[:2000]}",
                         provider=self.name)
+
+
+def _env_max_tokens() -> int:
+    value = os.environ.get("ANTRIEB_MAX_TOKENS", "").strip()
+    if not value:
+        return DEFAULT_MAX_TOKENS
+    try:
+        return int(value)
+    except ValueError:
+        raise ConfigError(f"ANTRIEB_MAX_TOKENS must be a whole number, got {value!r}") from None
+
+
+def _wants_new_name(error: LLMError) -> bool:
+    """A 400 saying this model takes ``max_completion_tokens`` instead of ``max_tokens``."""
+    return error.status == 400 and _NEW_LIMIT_NAME in str(error)
 
 
 def _server_message(exc: Any) -> str:
