@@ -9,13 +9,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from antrieb.llm import Recording
 from antrieb.notebook.experiments import load_experiment
 from antrieb.store import table
 
-pytestmark = [pytest.mark.vm, pytest.mark.timeout(3600)]
+# slow tier until the catalogue is verified whole (issue 20): ~140 s under TCG
+pytestmark = [pytest.mark.vm, pytest.mark.slow, pytest.mark.timeout(3600)]
 
 TASKS = ["python-unit", "nginx-static"]
 
@@ -42,7 +44,7 @@ def test_oracle_scores_one_and_near_miss_zero(debian12):
         assert near.status == "budget_exhausted" and near.iterations == 2, near.reason
         assert len(near.failure_classes) == 2 and "unknown" not in near.failure_classes
         assert "check_mismatch" in near.failure_classes, near.failure_classes
-        assert near.reboot is None  # never got to a proof
+        assert pd.isna(near.reboot)  # never got to a proof (None in a DataFrame: NaN)
     for row in ev.rows:  # every run is recorded with its conversation, replayable offline
         recording = Recording.load(Path(row["record_dir"]) / "llm.jsonl")
         assert recording.exchanges and recording.exchanges[0].purpose == "design"
