@@ -302,6 +302,34 @@ def experiments() -> dict:
             WHERE ep.{EXP} GROUP BY ep.name, ep.value ORDER BY ep.name, ep.value""",
               description="Each parameter value across the grid: did it converge, how "
                           "fast."),
+        panel("Pass rate by model and task", "table", f"""
+            SELECT model, task, COUNT(*) AS runs,
+                   SUM(ok) AS converged,
+                   ROUND(AVG(ok)::numeric, 2) AS "pass@1",
+                   MAX(ok) AS "pass@k",
+                   ROUND(AVG(CASE WHEN ok = 1 THEN iterations END)::numeric, 2)
+                       AS mean_iterations_to_converge,
+                   ROUND(AVG(total_s)::numeric, 1) AS mean_wall_s,
+                   SUM(tokens) AS tokens
+            FROM (SELECT COALESCE(TRIM(BOTH '"' FROM pl.value), r.model, r.provider)
+                             AS model,
+                         COALESCE(TRIM(BOTH '"' FROM pt.value), r.task_name) AS task,
+                         CASE WHEN r.status = 'converged' THEN 1 ELSE 0 END AS ok,
+                         r.iterations, r.total_s,
+                         COALESCE(r.prompt_tokens, 0) + COALESCE(r.completion_tokens, 0)
+                             AS tokens
+                  FROM experiment_runs er
+                  JOIN runs r ON r.run_id = er.run_id
+                  LEFT JOIN experiment_parameters pl ON pl.experiment_id = er.experiment_id
+                       AND pl.idx = er.idx AND pl.name = 'llm'
+                  LEFT JOIN experiment_parameters pt ON pt.experiment_id = er.experiment_id
+                       AND pt.idx = er.idx AND pt.name = 'task'
+                  WHERE er.{EXP}) AS per_run
+            GROUP BY model, task ORDER BY model, task""", w=24, h=7,
+              description="An evaluation's figures (antrieb eval): per model and task, "
+                          "pass@1 is the share of repeats that converged, pass@k whether "
+                          "any of the k repeats did. For a papermill experiment the model "
+                          "is the run's own and the task its task."),
         panel("Numeric parameters against time to converge", "xychart", f"""
             SELECT ep.name AS parameter, ep.value_num AS value, r.total_s
             FROM experiment_parameters ep
