@@ -144,7 +144,12 @@ def local_client(workers: int, vm_slots: int | None = None) -> Iterator[Any]:
 
 def _die_with_parent() -> None:  # preexec_fn: runs in the child, tied to this thread
     PR_SET_PDEATHSIG = 1
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    # A worker started in the background (nohup, a service, `dask worker &`) has SIGINT
+    # ignored, and the cell would inherit that: then _stop's SIGINT could not let the
+    # kernel take its cluster down, only the SIGKILL after the grace would end it.
+    libc.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _tar(folder: Path) -> bytes:

@@ -136,9 +136,12 @@ def test_ctrl_c_on_the_client_stops_running_cells_and_cancels_the_rest(
     with dask_cluster(tmp_path) as (address, workers), Client(address, timeout=60) as client:
         client.wait_for_workers(2, timeout=60)
         pids = list(client.run(os.getpid).values())
-        cli = subprocess.Popen([antrieb, "experiment", "run", str(notebook), "--grid",
-                                str(tmp_path / "grid.yaml"), "--dask", address, "--json"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        # env resets SIGINT to its default: a CI started in the background passes it on
+        # ignored, and a CLI that ignores Ctrl-C is right to run on
+        command = ["env", "--default-signal=INT", antrieb, "experiment", "run", str(notebook),
+                   "--grid", str(tmp_path / "grid.yaml"), "--dask", address, "--json"]
+        cli = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
         deadline = time.monotonic() + 120
         while not all(_cell_processes(p) for p in pids):  # a cell running on each worker
             assert cli.poll() is None and time.monotonic() < deadline, cli.communicate()

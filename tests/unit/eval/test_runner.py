@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import _thread
 import json
+import signal
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -96,15 +98,26 @@ def test_bad_input_fails_before_any_cluster(monkeypatch):
     assert world.clusters == []
 
 
-def test_ctrl_c_stops_the_runs_and_keeps_what_finished():
+@pytest.fixture
+def sigint_handled():
+    """interrupt_main does nothing while SIGINT is ignored, as a process started in the
+    background of a non-interactive shell (a CI) inherits it: Python's own handler, as in
+    a terminal, for the test; the inherited one back after it."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_ctrl_c_stops_the_runs_and_keeps_what_finished(sigint_handled):
     blocked = threading.Event()
 
     class SlowSecondRun(LoadBalancerWorld):
         def script(self, node, role, text):
             if len(self.clusters) > 2:  # the first run had two: its attempt and its proof
                 blocked.set()
-                while node.cluster.state == "up":  # until stop() takes the cluster down
-                    threading.Event().wait(0.01)
+                deadline = time.monotonic() + 60  # a failure, not a hang, if stop() fails
+                while node.cluster.state == "up" and time.monotonic() < deadline:
+                    threading.Event().wait(0.01)  # until stop() takes the cluster down
             return super().script(node, role, text)
 
     def interrupt() -> None:
