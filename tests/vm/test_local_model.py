@@ -21,7 +21,9 @@ from pathlib import Path
 
 import pytest
 
+from antrieb.converge.record import load_run
 from antrieb.llm import Recording
+from antrieb.notebook.experiments import load_experiment
 
 pytestmark = [pytest.mark.vm, pytest.mark.slow, pytest.mark.timeout(3600)]
 
@@ -106,6 +108,7 @@ def test_a_real_local_model_answers_and_its_unusable_output_ends_the_run(local_m
     if row["status"] == "failed":
         assert "model" in row["reason"] or "LLM" in row["reason"], row["reason"]
     # the record is readable: the run's own files, the experiment entry done
-    run = json.loads((Path(row["record_dir"]) / "run.json").read_text())
-    assert run["status"] == row["status"] and run["reason"] == row["reason"]
+    run = load_run(row["run_id"])
+    assert run["state"] == row["status"] and run["provider"] == "openai"
+    assert load_experiment(ev.experiment_id)["grid"][0]["status"] == "ok"
     assert os.path.getsize(log) > 0
