@@ -76,3 +76,38 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.fixture(autouse=True)
+def _no_real_vm_in_the_fast_tier(request: pytest.FixtureRequest,
+                                 monkeypatch: pytest.MonkeyPatch):
+    """A test without a tier marker must not boot or build a VM: one that did (a layer
+    made in the background behind the in-memory twin) cost a minute or two each and
+    filled the temp folder with image builds. The driver is refused, and the test fails
+    even where the refusal was caught (a background thread, a fall-back)."""
+    if _tier(request.node) != "fast":
+        yield
+        return
+    from antrieb import cluster
+
+    asked: list[str] = []
+    real_driver = cluster.get_driver
+
+    def guarded(*args, **kwargs):
+        driver = real_driver(*args, **kwargs)  # making one is cheap; using it is not
+
+        def refuse(what: str):
+            def refused(*_, **__):
+                asked.append(f"{type(driver).__name__}.{what}")
+                raise AssertionError(f"a fast-tier test asked a real VM driver to {what}; "
+                                     "mark it vm or use the in-memory twin")
+            return refused
+
+        for what in ("prepare", "start", "cold_boot"):
+            setattr(driver, what, refuse(what))
+        return driver
+
+    monkeypatch.setattr(cluster, "get_driver", guarded)
+    yield
+    assert not asked, (f"a fast-tier test asked for a real VM driver ({', '.join(asked)}): "
+                       "mark it vm or use the in-memory twin")

@@ -40,13 +40,7 @@ from antrieb.converge.models import ArtifactsT, Budgets, Check, Task, Topology, 
 from antrieb.converge.record import RunRecorder, experiment_meta, new_run_id
 from antrieb.converge.results import Iteration, RunResult, Status, tail
 from antrieb.converge.troubleshoot import diagnose_iteration, recover
-from antrieb.errors import (
-    AntriebError,
-    LLMError,
-    LLMOutputError,
-    LLMUnavailable,
-    ReplayMismatch,
-)
+from antrieb.errors import AntriebError, LLMError, LLMOutputError, LLMUnavailable, ReplayMismatch
 from antrieb.llm import Message, Provider, RecordingProvider, ask, get_provider
 
 
@@ -58,6 +52,11 @@ def default_cluster_factory(topology: Topology) -> Any:
     from antrieb.cluster import Cluster
 
     return Cluster(nodes=[n.model_dump() for n in topology.nodes])
+
+
+# layers are saved real VMs: they go with this factory, never with a stand-in for it (a
+# test's in-memory twin put in its place, or a factory passed in)
+default_cluster_factory.makes_real_vms = True  # type: ignore[attr-defined]
 
 
 class Converger:
@@ -101,8 +100,8 @@ class Converger:
         else:
             self.provider = inner
         self.cluster_factory = cluster_factory or default_cluster_factory
-        # layers are real saved VMs: only for the real cluster factory
-        self.layers = Layers(self.run_id, enabled=(cluster_factory is None) and (
+        self.layers = Layers(self.run_id, enabled=getattr(
+            self.cluster_factory, "makes_real_vms", False) and (
             config.flag("layers") if layers is None else layers))
         self.tuned = config.flag("guest_tuning") if tuned is None else tuned
         self.result = RunResult(run_id=self.run_id, task_name=task.name, status="failed",
