@@ -71,6 +71,8 @@ TOOLS: dict[str, HostTool] = dict([
     _t("qemu-system-x86_64", "qemu-system-x86", "runs every VM (microvm), and the accel probe"),
     _t("qemu-img", "qemu-utils", "qcow2 overlays of golden disks for snapshots and clones"),
     _t("mmdebstrap", "mmdebstrap", "builds an image's root filesystem"),
+    _t("unshare", "util-linux", "mmdebstrap's mounts in a private namespace; tests: the "
+       "guest agent in one"),
     _t("mkfs.ext4", "e2fsprogs", "makes the image disk from the root folder, no loop mount"),
     _t("depmod", "kmod", "indexes the guest kernel's modules during an image build"),
     _t("dpkg-deb", "dpkg", "unpacks the guest kernel package", base=True),
@@ -112,8 +114,6 @@ TOOLS: dict[str, HostTool] = dict([
     _t("chromedriver", "chromium-driver", "tests: selenium drives chromium", scope="tests"),
     _t("debugfs", "e2fsprogs", "tests: read files out of a built disk", scope="tests"),
     _t("cpio", "cpio", "tests: the real cpio agrees the initramfs is valid", scope="tests"),
-    _t("unshare", "util-linux", "tests: the guest agent in a private namespace",
-       scope="tests"),
     _t("ss", "iproute2", "tests: port checks run on the host", scope="tests"),
     _t("netstat", "net-tools", "tests: the port checks' fallback", scope="tests",
        optional=True),

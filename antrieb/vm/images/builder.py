@@ -48,8 +48,8 @@ from antrieb.vm.net.mirror import SECURITY, debian_upstreams
 from antrieb.vm.net.plan import APT_PSEUDO_HOST, GATEWAY_IP, PROXY_PORT
 
 # What a build runs on the host; antrieb.hosttools names each one's package.
-BUILD_TOOLS = ("mmdebstrap", "mkfs.ext4", "dpkg-deb", "depmod", "tar", "chroot", "qemu-img",
-               "gcc")
+BUILD_TOOLS = ("mmdebstrap", "setpriv", "unshare", "mkfs.ext4", "dpkg-deb", "depmod", "tar",
+               "chroot", "qemu-img", "gcc")
 
 # mmdebstrap's progress lines -> how far the rootfs step is.
 _MMDEBSTRAP_PHASES = (
@@ -194,6 +194,13 @@ class _Build:
 
         with proxy.loopback() as port:
             self.run([
+                # mmdebstrap mounts /proc, /sys and /dev into the root it builds. In a
+                # private mount namespace those mounts end with its last process even when
+                # it dies uncleanly (its reader killed: SIGPIPE mid-way left them mounted
+                # under the build folder, where a host-wide walk then read /proc/kmsg and
+                # hung), and the parent-death signal stops it when our process dies.
+                "setpriv", "--pdeathsig", "TERM", "unshare", "--mount", "--propagation",
+                "private", "--",
                 "mmdebstrap", "--mode=root", "--variant=minbase", "--format=directory",
                 f"--include={','.join(packages)}",
                 f'--aptopt=Acquire::http::Proxy "http://127.0.0.1:{port}"',
