@@ -17,6 +17,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from antrieb import config
@@ -25,18 +26,43 @@ from antrieb.converge.record import runs_dir
 from .harness import ModelServer, purpose_of, tiny_model
 from .test_stop import _child_env
 
+# kernel file systems: nothing antrieb writes lands there, and reading some blocks
+# (/proc/kmsg waits for the next kernel message)
+_KERNEL_FS = {"proc", "sysfs", "devpts", "devtmpfs", "cgroup", "cgroup2", "debugfs",
+              "tracefs", "securityfs", "bpf", "mqueue", "configfs", "pstore", "fusectl",
+              "binfmt_misc", "autofs", "hugetlbfs"}
 
-def files_containing(needle: bytes, *roots: Path, skip: tuple[str, ...] = ()) -> list[str]:
-    """Regular files under roots (each under 64 MiB) that contain needle."""
+
+def _kernel_mounts() -> set[str]:
+    with open("/proc/self/mounts") as f:
+        rows = [line.split() for line in f]
+    # mount points escape blanks as octal (\040)
+    return {row[1].encode().decode("unicode_escape") for row in rows
+            if len(row) > 2 and row[2] in _KERNEL_FS}
+
+
+def files_containing(needle: bytes, *roots: Path, since: float,
+                     skip: tuple[str, ...] = ()) -> list[str]:
+    """Regular files under roots (each under 64 MiB) written since `since` that hold needle.
+
+    The needle is a secret made during the test, so only a file written after it was
+    made can hold it; reading only those keeps the scan to seconds on a host whose
+    temp folder holds gigabytes of earlier runs. Kernel file systems mounted below a
+    root (a build's chroot) are not entered.
+    """
     found = []
+    kernel = _kernel_mounts()
     for root in roots:
         for folder, dirs, files in os.walk(root, onerror=lambda e: None):
-            dirs[:] = [d for d in dirs if os.path.join(folder, d) not in skip]
+            dirs[:] = [d for d in dirs if os.path.join(folder, d) not in skip
+                       and os.path.join(folder, d) not in kernel]
             for name in files:
                 path = os.path.join(folder, name)
                 try:
                     st = os.lstat(path)
                     if not stat.S_ISREG(st.st_mode) or st.st_size > 64 << 20:
+                        continue
+                    if max(st.st_mtime, st.st_ctime) < since:
                         continue
                     with open(path, "rb") as f:
                         if needle in f.read():
@@ -48,6 +74,7 @@ def files_containing(needle: bytes, *roots: Path, skip: tuple[str, ...] = ()) ->
 
 def test_a_canary_api_key_appears_nowhere_but_on_the_wire(debian12):
     canary = f"sk-canary-{secrets.token_hex(16)}"
+    made = time.time() - 2  # file times are coarser than time.time() on some filesystems
 
     def echoing(body: dict) -> tuple[int, dict]:
         # the first run: the server rejects the key and quotes it (real services do)
@@ -75,11 +102,11 @@ def test_a_canary_api_key_appears_nowhere_but_on_the_wire(debian12):
     for run_id in run_ids:
         folder = runs_dir() / run_id
         assert {"run.json", "events.jsonl", "llm.jsonl"} <= {p.name for p in folder.iterdir()}
-        assert not files_containing(needle, folder)
+        assert not files_containing(needle, folder, since=made)
     store_file = config.cache_dir() / "store.sqlite"
     checked = ["run record"]
     if store_file.exists():
-        assert not files_containing(needle, config.cache_dir(), skip=tuple(
+        assert not files_containing(needle, config.cache_dir(), since=made, skip=tuple(
             str(config.cache_dir() / d) for d in ("images", "golden", "apt-cache")))
         from antrieb import store
 
@@ -111,6 +138,7 @@ def _cli_run_request(model: ModelServer, key: str, request: str) -> tuple[str, s
 
 
 def test_ssh_keys_are_per_cluster_never_on_the_host_and_gone_with_it(cluster_factory):
+    made = time.time() - 2  # before either cluster's key exists
     a = cluster_factory(nodes=1)
     b = cluster_factory(nodes=1)
     keys = {}
@@ -125,8 +153,15 @@ def test_ssh_keys_are_per_cluster_never_on_the_host_and_gone_with_it(cluster_fac
     roots = [config.cache_dir(), Path(tempfile.gettempdir()), Path("/dev/shm"),
              config.REPO_ROOT / "test-reports"]
     skip = tuple(str(config.cache_dir() / d) for d in ("images", "golden", "apt-cache"))
+    # the scan finds a file written now (so a clean result below means something)
+    control = secrets.token_hex(16).encode()
+    with tempfile.NamedTemporaryFile(dir=roots[1], prefix="antrieb-secrets-") as f:
+        f.write(control)
+        f.flush()
+        assert files_containing(control, *roots, since=made, skip=skip) == [f.name]
     for needle in keys.values():
-        assert not files_containing(needle, *roots, skip=skip), "a cluster key on the host"
+        leaks = files_containing(needle, *roots, since=made, skip=skip)
+        assert not leaks, f"a cluster key on the host: {leaks}"
     a.down()
     b.down()
     runtime = config.cache_dir() / "runtime"
@@ -134,6 +169,6 @@ def test_ssh_keys_are_per_cluster_never_on_the_host_and_gone_with_it(cluster_fac
     for cluster in (a, b):
         assert not any(n._session._transport for n in cluster.nodes)
     for needle in keys.values():
-        assert not files_containing(needle, *roots, skip=skip)
+        assert not files_containing(needle, *roots, since=made, skip=skip)
 
 
