@@ -111,3 +111,15 @@ def _no_real_vm_in_the_fast_tier(request: pytest.FixtureRequest,
     yield
     assert not asked, (f"a fast-tier test asked for a real VM driver ({', '.join(asked)}): "
                        "mark it vm or use the in-memory twin")
+
+
+@pytest.fixture
+def sigint_handled():
+    """interrupt_main does nothing while SIGINT is ignored, as a process started in the
+    background of a non-interactive shell (a CI) inherits it: Python's own handler, as in
+    a terminal, for the test; the inherited one back after it."""
+    import signal
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)

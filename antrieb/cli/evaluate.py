@@ -9,6 +9,8 @@ input, 130 interrupted (the partial result is printed and recorded all the same)
 Example::
 
     antrieb eval --llm oracle --tasks nginx-lb,haproxy-nginx --json
+    antrieb eval --llm oracle --llm near-miss --workers 2 --json   # a local Dask cluster
+    antrieb eval --llm openai:gpt-4o --repeats 3 --dask tcp://head:8786
     antrieb eval --llm openai:gpt-4o --llm openai:gpt-4o-mini --repeats 3 \\
         --budget max_iterations=4 --budget max_wall_s=1800
 """
@@ -73,6 +75,12 @@ def eval_command(
         "max_wall_s, max_tokens, troubleshoot_turns, step_timeout_s.")] = None,
     slots: Annotated[int | None, typer.Option(
         min=1, help="Runs at once (default: this host's VM slots).")] = None,
+    dask: Annotated[str | None, typer.Option(
+        "--dask", metavar="ADDRESS", help="Run each run as a task on this Dask scheduler "
+        "(tcp://HOST:8786); its workers are the hypervisor hosts.")] = None,
+    workers: Annotated[int | None, typer.Option(
+        "--workers", min=1, help="Run on a local Dask cluster of N worker processes.")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Run models over catalogue tasks on fresh clusters; print pass@1, pass@k, mean
@@ -80,11 +88,20 @@ def eval_command(
 
     Example: antrieb eval --llm oracle --tasks nginx-lb,haproxy-nginx --json
     """
+    from antrieb.cli.experiment import dask_client
     from antrieb.eval import run_eval
 
     names = [t.strip() for t in tasks.split(",") if t.strip()] if tasks else None
-    result = call(run_eval, llm, names, repeats=repeats, budgets=_budgets(budget or []),
-                  slots=slots, log=err.print)
+    if (dask or workers) and slots:
+        err.print("[red]error:[/red] --slots is for this host; with --dask/--workers each "
+                  "worker's vm_slots say how many runs it takes")
+        raise typer.Exit(2)
+    if dask and workers:
+        err.print("[red]error:[/red] --dask and --workers exclude each other")
+        raise typer.Exit(2)
+    with dask_client(dask, workers) as client:
+        result = call(run_eval, llm, names, repeats=repeats, budgets=_budgets(budget or []),
+                      slots=slots, log=err.print, client=client)
     if as_json:
         print_json(result.to_dict())
     else:

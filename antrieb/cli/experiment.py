@@ -104,14 +104,16 @@ def experiment_run(
     if dask and workers:
         err.print("[red]error:[/red] --dask and --workers exclude each other")
         raise typer.Exit(2)
-    with _dask_client(dask, workers) as client:
+    with dask_client(dask, workers) as client:
         frame = call(run_experiment, notebook, params, grid=grid, kernel=kernel,
                      timeout=timeout, log=err.print, client=client)
     _show(frame, as_json)
 
 
 @contextlib.contextmanager
-def _dask_client(address: str | None, workers: int | None) -> Iterator[Any]:
+def dask_client(address: str | None, workers: int | None) -> Iterator[Any]:
+    """``--dask ADDRESS`` / ``--workers N`` (experiments and ``antrieb eval``): a client of
+    that scheduler or of a local Dask cluster; None for neither (run here)."""
     if not address and not workers:
         yield None
         return

@@ -105,10 +105,14 @@ def run_eval(llms: str | Sequence[str], tasks: Sequence[str] | None = None, *,
              repeats: int = 1, budgets: Budgets | dict[str, Any] | None = None,
              slots: int | None = None, ks: Sequence[int] | None = None,
              cluster_factory: Callable[[Topology], Any] | None = None,
-             log: Callable[[str], None] | None = None) -> EvalResult:
+             log: Callable[[str], None] | None = None, client: Any = None) -> EvalResult:
     """Run every task (default: the whole catalogue) ``repeats`` times with each model of
     ``llms`` (specs: see :mod:`antrieb.eval.providers`). Bad input raises
-    :class:`~antrieb.errors.ConfigError` before any VM starts."""
+    :class:`~antrieb.errors.ConfigError` before any VM starts.
+
+    With ``client`` (a ``dask.distributed.Client``) each run is a Dask task on a worker
+    (:mod:`antrieb.eval.distributed`), one ``vm_slots`` each; ``slots`` and
+    ``cluster_factory`` are then the workers' own."""
     llms = [llms] if isinstance(llms, str) else list(llms)
     if not llms:
         raise ConfigError("no model to evaluate: give at least one --llm")
@@ -119,7 +123,13 @@ def run_eval(llms: str | Sequence[str], tasks: Sequence[str] | None = None, *,
     for spec_name in dict.fromkeys(llms):
         check_spec(spec_name)
     ks = sorted(set(ks)) if ks else default_ks(repeats)
-    if cluster_factory is None:  # build the images once, before runs race to
+    if client is not None:
+        from antrieb.notebook.distributed import check_capacity
+
+        note = check_capacity(client)  # raises when no worker could ever take a run
+        if note and log:
+            log(note)
+    elif cluster_factory is None:  # build the images once, before runs race to
         from antrieb.converge.runs import warm_up
 
         warm_up({n.image for s in specs for n in s.task.topology.nodes})  # type: ignore[union-attr]
@@ -133,9 +143,16 @@ def run_eval(llms: str | Sequence[str], tasks: Sequence[str] | None = None, *,
                 jobs.append(_Job(index, llm, spec, repeat, run_id))
     settings = {"llms": llms, "tasks": [s.name for s in specs], "repeats": repeats,
                 "budgets": budget.model_dump()}
-    pool = _Pool(record, budget, cluster_factory, log or (lambda line: None), len(jobs))
-    interrupted = pool.run(jobs, slots or _default_slots())
-    rows = sorted(pool.rows, key=lambda r: (r["llm"], r["task"], r["repeat"]))
+    say = log or (lambda line: None)
+    if client is not None:
+        from antrieb.eval.distributed import run_on_dask
+
+        done, interrupted = run_on_dask(client, record, jobs, budget.model_dump(), say)
+    else:
+        pool = _Pool(record, budget, cluster_factory, say, len(jobs))
+        interrupted = pool.run(jobs, slots or _default_slots())
+        done = pool.rows
+    rows = sorted(done, key=lambda r: (r["llm"], r["task"], r["repeat"]))
     problem = record.close(per_llm(rows, ks), interrupted)
     if problem:
         (log or (lambda line: None))(problem)

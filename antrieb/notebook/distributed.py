@@ -152,7 +152,7 @@ def _die_with_parent() -> None:  # preexec_fn: runs in the child, tied to this t
     libc.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def _tar(folder: Path) -> bytes:
+def tar_folder(folder: Path) -> bytes:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
         tar.add(folder, arcname=".")
@@ -249,7 +249,7 @@ def run_cell(xid: str, index: int, notebook: str, source: bytes, parameters: dic
     for run_id, run_dir in dirs.items():
         p = Path(run_dir)
         if p.is_dir():
-            runs[run_id] = {"path": run_dir, "live": p.parent == runs_dir(), "tar": _tar(p)}
+            runs[run_id] = {"path": run_dir, "live": p.parent == runs_dir(), "tar": tar_folder(p)}
     finished = time.time()
     _write_point(experiment, {**point, **outcome, "finished": finished, "run_ids": run_ids,
                               "run_dirs": dirs, "mode": mode})
@@ -301,7 +301,7 @@ def _bring_back(folder: Path, entry: dict[str, Any], result: dict[str, Any]) -> 
     entry.update({k: v for k, v in result.items() if k != "index"}, run_dirs=run_dirs)
 
 
-def _attempts(client: Any, xid: str) -> dict[int, list[dict[str, Any]]]:
+def worker_attempts(client: Any, xid: str) -> dict[int, list[dict[str, Any]]]:
     found: dict[int, list[dict[str, Any]]] = {}
     for _, msg in client.get_events(f"antrieb-experiment-{xid}"):
         found.setdefault(int(msg["index"]), []).append(
@@ -341,7 +341,7 @@ def run_cells(client: Any, source: Path, entries: list[dict[str, Any]], folder: 
             except Exception as exc:  # retries used up, or the cell killed its workers
                 entry.update(status="failed", error=f"{type(exc).__name__}: {exc}"[:4000],
                              finished=time.time())
-            entry["attempts"] = _attempts(client, xid).get(entry["index"], [])
+            entry["attempts"] = worker_attempts(client, xid).get(entry["index"], [])
             done += 1
             if log:
                 log(f"[{done}/{len(entries)}] entry {entry['index']} {entry['status']} on "
@@ -354,10 +354,10 @@ def run_cells(client: Any, source: Path, entries: list[dict[str, Any]], folder: 
         for entry in record["grid"]:
             if entry["status"] in ("queued", "running"):
                 entry.update(status="cancelled", error="cancelled (Ctrl-C)",
-                             attempts=_attempts(client, xid).get(entry["index"], []))
+                             attempts=worker_attempts(client, xid).get(entry["index"], []))
         write_record(folder, record)
         raise
-    attempts = _attempts(client, xid)  # events may trail the results a little
+    attempts = worker_attempts(client, xid)  # events may trail the results a little
     for entry in record["grid"]:
         entry["attempts"] = attempts.get(entry["index"], entry["attempts"])
     write_record(folder, record)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import _thread
 import json
-import signal
 import threading
 import time
 from pathlib import Path
@@ -96,16 +95,6 @@ def test_bad_input_fails_before_any_cluster(monkeypatch):
     with pytest.raises(ConfigError, match="repeats"):
         run_eval("oracle", TASKS, repeats=0, cluster_factory=world.factory())
     assert world.clusters == []
-
-
-@pytest.fixture
-def sigint_handled():
-    """interrupt_main does nothing while SIGINT is ignored, as a process started in the
-    background of a non-interactive shell (a CI) inherits it: Python's own handler, as in
-    a terminal, for the test; the inherited one back after it."""
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    yield
-    signal.signal(signal.SIGINT, previous)
 
 
 def test_ctrl_c_stops_the_runs_and_keeps_what_finished(sigint_handled):
