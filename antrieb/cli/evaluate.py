@@ -96,9 +96,6 @@ def eval_command(
         err.print("[red]error:[/red] --slots is for this host; with --dask/--workers each "
                   "worker's vm_slots say how many runs it takes")
         raise typer.Exit(2)
-    if dask and workers:
-        err.print("[red]error:[/red] --dask and --workers exclude each other")
-        raise typer.Exit(2)
     with dask_client(dask, workers) as client:
         result = call(run_eval, llm, names, repeats=repeats, budgets=_budgets(budget or []),
                       slots=slots, log=err.print, client=client)

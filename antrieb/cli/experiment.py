@@ -101,9 +101,6 @@ def experiment_run(
     from antrieb.notebook.experiments import run_experiment
 
     params = _parameters(ctx.args)
-    if dask and workers:
-        err.print("[red]error:[/red] --dask and --workers exclude each other")
-        raise typer.Exit(2)
     with dask_client(dask, workers) as client:
         frame = call(run_experiment, notebook, params, grid=grid, kernel=kernel,
                      timeout=timeout, log=err.print, client=client)
@@ -114,6 +111,9 @@ def experiment_run(
 def dask_client(address: str | None, workers: int | None) -> Iterator[Any]:
     """``--dask ADDRESS`` / ``--workers N`` (experiments and ``antrieb eval``): a client of
     that scheduler or of a local Dask cluster; None for neither (run here)."""
+    if address and workers:
+        err.print("[red]error:[/red] --dask and --workers exclude each other")
+        raise typer.Exit(2)
     if not address and not workers:
         yield None
         return

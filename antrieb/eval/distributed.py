@@ -20,17 +20,15 @@ and figures are the same as a local one's.
 from __future__ import annotations
 
 import contextlib
-import io
 import os
 import socket
-import tarfile
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from antrieb.notebook.distributed import RESOURCE, tar_folder
+from antrieb.notebook.distributed import RESOURCE, tar_folder, untar_folder
 
 STOP_WAIT_S = 60.0  # after Ctrl-C: how long the stopped runs get to come back
 
@@ -41,15 +39,16 @@ def _event(kind: str, xid: str, client: Any = None) -> Any:
     return Event(f"antrieb-{kind}-{xid}", client=client)
 
 
-def run_on_worker(xid: str, index: int, llm: str, task: str, repeat: int,
+def run_on_worker(xid: str, index: int, llm: str, task: str, repeat: int, run_id: str,
                   budgets: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
     """One evaluation run on this worker (a Dask task): the row, the run's status and its
-    record folder (``tar``), and where it ran."""
+    record folder (``tar``), and where it ran. ``run_id`` is the one the record holds; a
+    retry on a host where an earlier attempt left that folder takes a new one."""
     from distributed import get_worker
 
     from antrieb.converge.converger import Converger
     from antrieb.converge.models import Budgets
-    from antrieb.converge.record import new_run_id
+    from antrieb.converge.record import new_run_id, runs_dir
     from antrieb.converge.runs import warm_up
     from antrieb.eval.metrics import run_row
     from antrieb.eval.providers import provider_for
@@ -65,7 +64,8 @@ def run_on_worker(xid: str, index: int, llm: str, task: str, repeat: int,
     spec = load_task(task)
     warm_up({n.image for n in spec.task.topology.nodes})  # type: ignore[union-attr]
     conv = Converger(spec.task, provider=provider_for(llm, spec),
-                     budgets=Budgets.model_validate(budgets), run_id=new_run_id(), meta=meta)
+                     budgets=Budgets.model_validate(budgets), meta=meta,
+                     run_id=new_run_id() if (runs_dir() / run_id).exists() else run_id)
     done = threading.Event()
 
     def watch() -> None:  # Ctrl-C on the client: stop this run, its cluster goes down
@@ -95,9 +95,7 @@ def _bring_back(result: dict[str, Any]) -> str:
     here = Path(result["path"])
     if here.parent != runs_dir() and result.get("tar"):
         here = runs_dir() / result["run_id"]
-        here.mkdir(parents=True, exist_ok=True)
-        with tarfile.open(fileobj=io.BytesIO(result["tar"]), mode="r:gz") as tar:
-            tar.extractall(here, filter="data")
+        untar_folder(result["tar"], here)
     return str(here)
 
 
@@ -116,8 +114,9 @@ def run_on_dask(client: Any, record: Any, jobs: list[Any], budgets: dict[str, An
         meta = {"experiment_id": xid, "experiment_index": job.index,
                 "eval": {"llm": job.llm, "task": job.spec.name, "repeat": job.repeat}}
         fut = client.submit(run_on_worker, xid, job.index, job.llm, job.spec.name,
-                            job.repeat, budgets, meta, key=f"antrieb-eval-{xid}-{job.index:03d}",
-                            pure=False, resources={RESOURCE: 1})
+                            job.repeat, job.run_id, budgets, meta,
+                            key=f"antrieb-eval-{xid}-{job.index:03d}", pure=False,
+                            resources={RESOURCE: 1})
         futures[fut] = job
     rows: list[dict[str, Any]] = []
 
@@ -153,11 +152,8 @@ def run_on_dask(client: Any, record: Any, jobs: list[Any], budgets: dict[str, An
         _event("cancel", xid, client).set()
         log("interrupted: stopping the running runs, keeping what finished")
         left = [f for f in futures if not f.done()]
-        deadline = time.monotonic() + STOP_WAIT_S
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(Exception):  # as_completed's TimeoutError too
             for fut in as_completed(left, timeout=STOP_WAIT_S):
                 take(fut)
-                if time.monotonic() > deadline:
-                    break
         client.cancel([f for f in futures if not f.done()])
         return rows, True

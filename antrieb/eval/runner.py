@@ -123,12 +123,13 @@ def run_eval(llms: str | Sequence[str], tasks: Sequence[str] | None = None, *,
     for spec_name in dict.fromkeys(llms):
         check_spec(spec_name)
     ks = sorted(set(ks)) if ks else default_ks(repeats)
+    say = log or (lambda line: None)
     if client is not None:
         from antrieb.notebook.distributed import check_capacity
 
         note = check_capacity(client)  # raises when no worker could ever take a run
-        if note and log:
-            log(note)
+        if note:
+            say(note)
     elif cluster_factory is None:  # build the images once, before runs race to
         from antrieb.converge.runs import warm_up
 
@@ -143,7 +144,6 @@ def run_eval(llms: str | Sequence[str], tasks: Sequence[str] | None = None, *,
                 jobs.append(_Job(index, llm, spec, repeat, run_id))
     settings = {"llms": llms, "tasks": [s.name for s in specs], "repeats": repeats,
                 "budgets": budget.model_dump()}
-    say = log or (lambda line: None)
     if client is not None:
         from antrieb.eval.distributed import run_on_dask
 
@@ -155,7 +155,7 @@ def run_eval(llms: str | Sequence[str], tasks: Sequence[str] | None = None, *,
     rows = sorted(done, key=lambda r: (r["llm"], r["task"], r["repeat"]))
     problem = record.close(per_llm(rows, ks), interrupted)
     if problem:
-        (log or (lambda line: None))(problem)
+        say(problem)
     return EvalResult(record.experiment_id, rows, ks, interrupted, settings)
 
 

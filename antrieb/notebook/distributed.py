@@ -159,6 +159,13 @@ def tar_folder(folder: Path) -> bytes:
     return buf.getvalue()
 
 
+def untar_folder(data: bytes, folder: Path) -> None:
+    """What :func:`tar_folder` packed, unpacked into ``folder`` (made if missing)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+        tar.extractall(folder, filter="data")
+
+
 def _stop(proc: subprocess.Popen) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGINT)
@@ -294,9 +301,7 @@ def _bring_back(folder: Path, entry: dict[str, Any], result: dict[str, Any]) -> 
         here = Path(run["path"])
         if not here.is_dir():  # another host's run: unpack it here
             here = (runs_dir() if run["live"] else folder / "runs") / run_id
-            here.mkdir(parents=True, exist_ok=True)
-            with tarfile.open(fileobj=io.BytesIO(run["tar"]), mode="r:gz") as tar:
-                tar.extractall(here, filter="data")
+            untar_folder(run["tar"], here)
         run_dirs[run_id] = str(here)
     entry.update({k: v for k, v in result.items() if k != "index"}, run_dirs=run_dirs)
 

@@ -104,3 +104,8 @@ def test_eval_text_table_and_bad_input():
     bad = runner.invoke(app, ["eval", "--llm", "oracle", "--budget", "max_iterations=0"])
     assert bad.exit_code == 2 and "max_iterations" in bad.stderr
     assert runner.invoke(app, ["eval", "--tasks", "nginx-lb"]).exit_code == 2  # no --llm
+    both = runner.invoke(app, ["eval", "--llm", "oracle", "--dask", "tcp://127.0.0.1:1",
+                               "--workers", "2"])
+    assert both.exit_code == 2 and "exclude each other" in both.stderr
+    slots = runner.invoke(app, ["eval", "--llm", "oracle", "--workers", "2", "--slots", "2"])
+    assert slots.exit_code == 2 and "--slots is for this host" in slots.stderr
