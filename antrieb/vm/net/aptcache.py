@@ -5,12 +5,13 @@ keep-alive and its own keep-alive connections to the upstream mirror."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import http.client
 import json
 import os
 import time
 import uuid
-from email.utils import formatdate, parsedate_to_datetime
+from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, Protocol
@@ -18,7 +19,9 @@ from urllib.parse import quote, unquote, urljoin, urlsplit
 
 from antrieb.vm.net import aptfault
 from antrieb.vm.net.cachefiles import atomic_write_text as _atomic_write_text
+from antrieb.vm.net.cachefiles import dated_by_proxy as _dated_by_proxy
 from antrieb.vm.net.cachefiles import is_immutable as _is_immutable
+from antrieb.vm.net.cachefiles import not_modified_since as _not_modified_since
 from antrieb.vm.net.cachefiles import read_meta as _read_meta
 from antrieb.vm.net.plan import APT_PSEUDO_HOST
 
@@ -159,13 +162,7 @@ class ProxyHandler(BaseHTTPRequestHandler):
         self._finish(status, cache, len(data) if self.command != "HEAD" else 0)
 
     def _not_modified_for_client(self, meta: dict[str, Any]) -> bool:
-        ims, lm = self.headers.get("If-Modified-Since"), meta.get("last_modified")
-        if not ims or not lm:
-            return False
-        try:
-            return parsedate_to_datetime(lm) <= parsedate_to_datetime(ims)
-        except (TypeError, ValueError):
-            return False
+        return _not_modified_since(meta.get("last_modified"), self.headers.get("If-Modified-Since"))
 
     def _send_cached(self, path: Path, cache: str, meta: dict[str, Any], head: bool) -> None:
         counter = {"HIT": "hits", "REVALIDATED": "revalidated", "STALE": "stale"}[cache]
@@ -252,7 +249,7 @@ class ProxyHandler(BaseHTTPRequestHandler):
         if meta:
             if meta.get("etag"):
                 headers["If-None-Match"] = meta["etag"]
-            if meta.get("last_modified"):
+            if meta.get("last_modified") and not meta.get("last_modified_by_proxy"):
                 headers["If-Modified-Since"] = meta["last_modified"]
         method = "HEAD" if head and not meta else "GET"
         try:
@@ -268,7 +265,7 @@ class ProxyHandler(BaseHTTPRequestHandler):
                 _atomic_write_text(path.with_name(f".{path.name}.meta"), json.dumps(meta))
             self._send_cached(path, "REVALIDATED", meta, head)
         elif resp.status == 200 and method == "GET":
-            self._stream_and_cache(resp, url, path, head, meta_wanted=not _is_immutable(rel))
+            self._stream_and_cache(resp, url, path, head, not _is_immutable(rel), meta)
         elif resp.status == 200:  # HEAD for something not cached: pass the headers on
             resp.read()
             self.send_response(200)
@@ -302,12 +299,11 @@ class ProxyHandler(BaseHTTPRequestHandler):
             raise _ClientGone(str(exc)) from exc
 
     def _stream_and_cache(self, resp: http.client.HTTPResponse, url: str, path: Path, head: bool,
-                          meta_wanted: bool) -> None:
-        """Copy the upstream body to the client and into the cache at the same time.
-
-        The cache file appears (atomically) only once the whole body has arrived; a
-        client that goes away or an upstream that stops early leaves no trace.
-        """
+                          meta_wanted: bool, previous: dict[str, Any] | None = None) -> None:
+        """Copy the upstream body to the client and into the cache at the same time
+        (``previous``: the cached copy's metadata). The cache file appears (atomically)
+        only once the whole body has arrived; a client that goes away or an upstream
+        that stops early leaves no trace."""
         length_header = resp.getheader("Content-Length")
         length = int(length_header) if length_header and length_header.isdigit() else None
         tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
@@ -316,13 +312,17 @@ class ProxyHandler(BaseHTTPRequestHandler):
             "content_type": resp.getheader("Content-Type") or "application/octet-stream",
             "checked": time.time(),
         }
+        # An index whose upstream sends no Last-Modified (this host's mirror path strips
+        # it) is dated by the proxy (cachefiles.dated_by_proxy), so fetched whole first:
+        # whether the bytes changed is known only then. Undated, no client got a 304.
+        own_date = meta_wanted and not meta["last_modified"]
         # Without a length we cannot stream under HTTP/1.1 keep-alive (no chunked
-        # encoding here): fetch it whole into the cache first, then serve the file.
-        # A client whose copy is as new as the mirror's gets 304 once the body is cached,
-        # as from a real mirror: apt then keeps its lists and skips the signature check
-        # (seconds per index under emulation, on every re-run of apt-get update).
+        # encoding here): fetch it whole into the cache first, then serve the file. A
+        # client whose copy is as new gets 304 once the body is cached: apt then keeps its
+        # lists and skips the signature check (seconds per index under emulation).
         unchanged = self._not_modified_for_client(meta)
-        stream = length is not None and not head and not unchanged
+        stream = length is not None and not head and not unchanged and not own_date
+        digest = hashlib.sha256()
         headers_sent = cached = False
         sent = 0
         try:
@@ -347,12 +347,16 @@ class ProxyHandler(BaseHTTPRequestHandler):
                         break
                     got += len(chunk)
                     f.write(chunk)
+                    digest.update(chunk)
                     if stream:
                         self._to_client(pending)
                         sent += len(pending)
                         pending = chunk
                 if length is not None and got != length:
                     raise OSError(f"upstream sent {got} of {length} bytes")
+            if own_date:
+                meta.update(_dated_by_proxy(digest.hexdigest(), previous))
+                unchanged = self._not_modified_for_client(meta)
             if meta_wanted:
                 _atomic_write_text(path.with_name(f".{path.name}.meta"), json.dumps(meta))
             os.replace(tmp, path)
@@ -393,3 +397,4 @@ class ProxyHandler(BaseHTTPRequestHandler):
             self.end_headers()
             sent = 0 if head else self.connection.sendfile(f)
         self._finish(200, "MISS", sent)
+

@@ -35,8 +35,10 @@ class FakeMirror:
         }
         self.down = False
         self.slow = False
+        self.validators = True  # False: no ETag or Last-Modified, as this host's mirror path
         self.truncate = False
         self.requests: list[tuple[str, str]] = []
+        self.conditional: list[bool] = []
         mirror = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -50,6 +52,8 @@ class FakeMirror:
 
             def do_GET(self) -> None:
                 mirror.requests.append((self.command, self.path))
+                mirror.conditional.append(bool(self.headers.get("If-Modified-Since")
+                                               or self.headers.get("If-None-Match")))
                 if mirror.down:
                     self.send_response(503)
                     self.send_header("Content-Length", "0")
@@ -62,15 +66,16 @@ class FakeMirror:
                     self.end_headers()
                     return
                 etag = '"' + hashlib.sha256(body).hexdigest()[:16] + '"'
-                if self.headers.get("If-None-Match") == etag:
+                if mirror.validators and self.headers.get("If-None-Match") == etag:
                     self.send_response(304)
                     self.send_header("ETag", etag)
                     self.end_headers()
                     return
                 self.send_response(200)
                 self.send_header("Content-Length", str(len(body)))
-                self.send_header("ETag", etag)
-                self.send_header("Last-Modified", LAST_MODIFIED)
+                if mirror.validators:
+                    self.send_header("ETag", etag)
+                    self.send_header("Last-Modified", LAST_MODIFIED)
                 self.end_headers()
                 if self.command == "HEAD":
                     return
@@ -254,6 +259,38 @@ def test_client_as_new_as_the_mirror_gets_304_also_when_the_proxy_fetched_again(
     assert (p.cache_dir / "debian/dists/bookworm/InRelease").exists()
     status, _headers, body = get(port, "/debian/dists/bookworm/InRelease")
     assert status == 200 and body
+
+
+def test_mirror_without_validators_proxy_dates_the_index_and_answers_304(proxy, mirror):
+    # This host's mirror path sends neither ETag nor Last-Modified. The proxy dates each
+    # index by when it first saw those bytes, so apt's If-Modified-Since gets a 304 (apt
+    # keeps its lists and skips gpgv) until the bytes change; it never sends its own
+    # date upstream as if the mirror had made it.
+    mirror.validators = False
+    _, port = proxy
+    target = "/debian/dists/bookworm/InRelease"
+    status, headers, body = get(port, target)
+    assert status == 200 and body == mirror.files[target]
+    dated = headers["last-modified"]
+    for _ in range(2):  # the proxy fetches again each time (fresh_seconds=0)
+        status, headers, body = get(port, target, headers={"If-Modified-Since": dated})
+        assert (status, body) == (304, b"")
+    assert get(port, target)[1]["last-modified"] == dated
+    mirror.files[target] = b"Origin: Debian\nSuite: newer\n"  # changed in the same second
+    status, headers, body = get(port, target, headers={"If-Modified-Since": dated})
+    assert (status, body) == (200, b"Origin: Debian\nSuite: newer\n")
+    assert headers["last-modified"] != dated
+    status, _, body = get(port, target, headers={"If-Modified-Since": headers["last-modified"]})
+    assert (status, body) == (304, b"")
+    assert not any(mirror.conditional)
+
+
+def test_mirror_with_validators_keeps_its_own_dates(proxy, mirror):
+    _, port = proxy
+    target = "/debian/dists/bookworm/InRelease"
+    assert get(port, target)[1]["last-modified"] == LAST_MODIFIED
+    get(port, target)
+    assert mirror.conditional[-1]  # revalidated upstream with the mirror's own validators
 
 
 @pytest.mark.parametrize("method,target", [
