@@ -250,8 +250,8 @@ def test_client_if_modified_since_gets_304(proxy):
 
 def test_client_as_new_as_the_mirror_gets_304_also_when_the_proxy_fetched_again(proxy):
     # the proxy's copy is gone or stale, so it fetches the whole index (200 upstream);
-    # the client's copy is as new: it gets 304 (apt keeps its lists, skips the signature
-    # check), and the index is cached for the next client
+    # the client's copy is as new: it gets 304 (apt keeps its lists), and the index is
+    # cached for the next client
     p, port = proxy
     status, _headers, body = get(port, "/debian/dists/bookworm/InRelease",
                                 headers={"If-Modified-Since": LAST_MODIFIED})
@@ -264,8 +264,8 @@ def test_client_as_new_as_the_mirror_gets_304_also_when_the_proxy_fetched_again(
 def test_mirror_without_validators_proxy_dates_the_index_and_answers_304(proxy, mirror):
     # This host's mirror path sends neither ETag nor Last-Modified. The proxy dates each
     # index by when it first saw those bytes, so apt's If-Modified-Since gets a 304 (apt
-    # keeps its lists and skips gpgv) until the bytes change; it never sends its own
-    # date upstream as if the mirror had made it.
+    # keeps its lists) until the bytes change; it never sends its own date upstream as
+    # if the mirror had made it.
     mirror.validators = False
     _, port = proxy
     target = "/debian/dists/bookworm/InRelease"
