@@ -286,12 +286,14 @@ class _Cell:
 
     def __init__(self, client, msg_id: str) -> None:
         self.client, self.msg_id, self.pending = client, msg_id, []
+        self.seen: list[str] = []  # every line and kernel state of this cell, for a report
 
     def until(self, match, timeout: float = 60.0) -> str | None:
         deadline = time.monotonic() + timeout
         while True:
             while self.pending:
                 line = self.pending.pop(0)
+                self.seen.append(line)
                 if match(line):
                     return line
             left = deadline - time.monotonic()
@@ -305,6 +307,8 @@ class _Cell:
                 continue
             if msg["msg_type"] == "stream":
                 self.pending += msg["content"]["text"].splitlines()
+            elif msg["msg_type"] == "status":
+                self.seen.append("STATE " + msg["content"]["execution_state"])
             elif msg["msg_type"] == "error":
                 self.pending.append("ERROR " + msg["content"]["ename"])
 
@@ -324,8 +328,11 @@ def test_interrupt_of_a_jupyter_kernel_running_the_converger(debian12, model):
             out = _Cell(kc, kc.execute(cell))
             started = out.until(lambda s: s.startswith("RUN "))
             if not started:  # the kernel is still busy with the last cell: say so below
+                # with what the cell did print (an "ERROR ..." line, if it raised) and
+                # whether the kernel still answers, so the failure can be diagnosed
+                alive = km.is_alive()
                 tally.add(round=i, phase=phase, offset=0, live=0, status="cell did not start",
-                          state="?", down_s=None)
+                          state="?", down_s=None, seen=out.seen[-8:], kernel_alive=alive)
                 break
             record = started.split()[2]
             assert out.until(lambda s, o=opener: s == f"EV {o}"), opener
