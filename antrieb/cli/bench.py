@@ -68,9 +68,9 @@ def bench_apt_phases(packages: Annotated[str, typer.Option(
                          help="Packages to install, comma-separated.")] = "nginx",
                      image: Annotated[str, typer.Option(help="Image.")] = "debian-12",
                      as_json: JsonOpt = False) -> None:
-    """Where apt spends its time in a guest (update on empty lists, the install, and an
-    update again with the lists in place, as a re-run has them), per phase, measured
-    with strace.
+    """Where apt spends its time in a guest (update on empty lists, then the install),
+    per phase, measured with strace; then the wall of an update with the lists in place,
+    as a re-run has them, beside one that fetches every index again.
 
     Example: antrieb bench apt-phases --packages nginx --json
     """

@@ -330,9 +330,9 @@ def test_interrupt_of_a_jupyter_kernel_running_the_converger(debian12, model):
             if not started:  # the kernel is still busy with the last cell: say so below
                 # with what the cell did print (an "ERROR ..." line, if it raised) and
                 # whether the kernel still answers, so the failure can be diagnosed
-                alive = km.is_alive()
                 tally.add(round=i, phase=phase, offset=0, live=0, status="cell did not start",
-                          state="?", down_s=None, seen=out.seen[-8:], kernel_alive=alive)
+                          state="?", down_s=None, seen=out.seen[-8:],
+                          kernel_alive=km.is_alive())
                 break
             record = started.split()[2]
             assert out.until(lambda s, o=opener: s == f"EV {o}"), opener

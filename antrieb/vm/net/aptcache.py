@@ -322,7 +322,7 @@ class ProxyHandler(BaseHTTPRequestHandler):
         # keeps its lists (bookworm's apt still runs apt-key verify on them: measured).
         unchanged = self._not_modified_for_client(meta)
         stream = length is not None and not head and not unchanged and not own_date
-        digest = hashlib.sha256()
+        digest = hashlib.sha256() if own_date else None  # packages are not hashed here
         headers_sent = cached = False
         sent = 0
         try:
@@ -347,14 +347,15 @@ class ProxyHandler(BaseHTTPRequestHandler):
                         break
                     got += len(chunk)
                     f.write(chunk)
-                    digest.update(chunk)
+                    if digest:
+                        digest.update(chunk)
                     if stream:
                         self._to_client(pending)
                         sent += len(pending)
                         pending = chunk
                 if length is not None and got != length:
                     raise OSError(f"upstream sent {got} of {length} bytes")
-            if own_date:
+            if digest:
                 meta.update(_dated_by_proxy(digest.hexdigest(), previous))
                 unchanged = self._not_modified_for_client(meta)
             if meta_wanted:
@@ -397,4 +398,3 @@ class ProxyHandler(BaseHTTPRequestHandler):
             self.end_headers()
             sent = 0 if head else self.connection.sendfile(f)
         self._finish(200, "MISS", sent)
-

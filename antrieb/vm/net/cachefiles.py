@@ -36,14 +36,16 @@ def dated_by_proxy(sha256: str, previous: dict[str, Any] | None) -> dict[str, An
     """A Last-Modified for an index whose upstream sent none: the time the proxy first
     saw these bytes (kept while they stay the same). It is never later than a client's
     copy of the same bytes from this proxy, and a change is always dated after it."""
-    before = previous.get("last_modified") if previous else None
-    if before and previous and previous.get("sha256") == sha256:
+    previous = previous or {}
+    before = previous.get("last_modified")
+    if before and previous.get("sha256") == sha256:
         return {"sha256": sha256, "last_modified": before, "last_modified_by_proxy": True}
     now = time.time()
-    with contextlib.suppress(TypeError, ValueError):
+    if before:
         # HTTP dates are whole seconds: a change seen in the second of the last one
         # is dated a second later, or a client holding the old bytes would get a 304.
-        now = max(now, parsedate_to_datetime(before).timestamp() + 1)
+        with contextlib.suppress(ValueError):
+            now = max(now, parsedate_to_datetime(before).timestamp() + 1)
     return {"sha256": sha256, "last_modified": formatdate(now, usegmt=True),
             "last_modified_by_proxy": True}
 
